@@ -1,0 +1,1 @@
+"""Prefect flows: the entry points. Thin: they compose tasks and decide."""

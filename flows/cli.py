@@ -1,0 +1,234 @@
+"""The `datafactory` command line: the documented way to run, inspect and recover partitions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+from flows.prefect_env import apply_quiet_defaults
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+SUMMARY_COLUMNS = [
+    ("partition", "partition_key"), ("status", "status"), ("total", "total"), ("valid", "valid"),
+    ("invalid", "invalid"), ("dup", "duplicate_in_batch"), ("late", "late_arriving"),
+    ("br_new", "bronze_inserted"), ("br_old", "bronze_existing"), ("sv_new", "silver_inserted"),
+    ("sv_upd", "silver_updated"), ("sv_same", "silver_unchanged"), ("sv_stale", "silver_stale_skipped"),
+    ("reconciled", "reconciled"),
+]
+
+
+def _summary_rows(summaries: list[Any]) -> str:
+    rows = []
+    for s in summaries:
+        data = {**s.model_dump(), "reconciled": ("yes" if s.reconciled else "NO") if s.reconcile() else "-"}
+        rows.append([data[key] for _, key in SUMMARY_COLUMNS])
+    return _table([h for h, _ in SUMMARY_COLUMNS], rows)
+
+
+def _summary_json(summary: Any) -> dict[str, Any]:
+    return {**summary.model_dump(mode="json"), "reconcile": summary.reconcile()}
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.partition import partition_flow
+    from schemas.settings import load_settings
+    from tasks.manifests import partition_manifests
+
+    settings = load_settings()
+    partition = args.partition or settings.default_partition
+    partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here, cleanly
+    summary = partition_flow(dataset=args.dataset, partition_key=partition, mode=args.mode,
+                             action=args.action, reason_code=args.reason, force=args.force,
+                             operator=args.operator)
+    if args.json:
+        _print_json(_summary_json(summary))
+    else:
+        print(_summary_rows([summary]))
+        if summary.message:
+            print(f"{summary.partition_key}: {summary.message}")
+        if summary.waited_for:
+            print(f"{summary.partition_key}: waited for {summary.waited_for}")
+    return EXIT_FAILED if summary.status == "no_input" else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.partition import partition_flow
+    from schemas.settings import load_settings
+    from tasks.manifests import discover_manifests, partition_manifests
+
+    settings = load_settings()
+    days = sorted({m.partition_key for m in discover_manifests(Path(settings.manifest_dir))
+                   if m.dataset == args.dataset})
+    if not days:
+        raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset}")
+    summaries = []
+    for day in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)):
+        if day not in days:
+            continue
+        partition_manifests(Path(settings.manifest_dir), args.dataset, day)
+        summaries.append(partition_flow(dataset=args.dataset, partition_key=day, operator=args.operator))
+    missing = [d for d in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)) if d not in days]
+    if args.json:
+        _print_json({"partitions": [_summary_json(s) for s in summaries],
+                     "no_input": [d.isoformat() for d in missing]})
+        return EXIT_OK
+    print(f"Data Factory demo: dataset {args.dataset}, warehouse {settings.database_url}\n")
+    print(_summary_rows(summaries))
+    for day in missing:
+        print(f"{day}: no manifest declares this partition (a gap for backfill to report)")
+    print("\nNext: `datafactory status --dataset tickets`; run again and every partition is a skip.")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+    from tasks.manifests import discover_manifests
+    from tasks.status import partition_status
+
+    settings = load_settings()
+    declared = {m.partition_key for m in discover_manifests(Path(settings.manifest_dir)) if m.dataset == args.dataset}
+    rows = partition_status(get_engine(settings.database_url), args.dataset, declared, args.start, args.end)
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    headers = ["partition", "status", "outputs", "last_action", "reason", "outcome", "updated_at"]
+    print(_table(headers, [[r[h] for h in headers] for r in rows]))
+    return EXIT_OK
+
+
+def cmd_manifests_validate(args: argparse.Namespace) -> int:
+    from tasks.manifests import discover_manifests, parse_manifest, verify_asset
+
+    path = Path(args.path)
+    manifests = discover_manifests(path) if path.is_dir() else [parse_manifest(path)]
+    root = path if path.is_dir() else path.parent
+    for manifest in manifests:
+        for index in range(len(manifest.assets)):
+            verify_asset(manifest, index, root)
+    if args.json:
+        _print_json([{"manifest_id": m.manifest_id, "path": str(m.path), "partition_key": m.partition_key.isoformat(),
+                      "assets": len(m.assets), "valid": True} for m in manifests])
+    else:
+        for m in manifests:
+            print(f"ok  {m.path}  {m.manifest_id}  {m.dataset}/{m.partition_key}  "
+                  f"{sum(a.record_count for a in m.assets)} records in {len(m.assets)} asset(s)")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tasks.generate import generate_partitions
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = generate_partitions(args.out, args.start, args.days, args.events_per_day, args.tickets)
+    if args.json:
+        _print_json([str(p) for p in written])
+    else:
+        print(f"wrote {len(written)} partition(s) of {args.events_per_day} events under {args.out}")
+        print(f"use them with: FACTORY_MANIFEST_DIR={args.out} datafactory run --dataset tickets --partition {args.start}")
+    return EXIT_OK
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from schemas.reason_codes import Action, ActionReason
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs")
+
+    parser = argparse.ArgumentParser(prog="datafactory", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", parents=[common], help="ingest the shipped sample partitions")
+    demo.add_argument("--dataset", default="tickets")
+    demo.add_argument("--operator", default="demo")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", parents=[common], help="materialize one partition")
+    run.add_argument("--dataset", default="tickets")
+    run.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
+    run.add_argument("--mode", choices=["execute", "dry-run"], default="execute")
+    run.add_argument("--action", choices=[a.value for a in Action if a is not Action.RETRY], default="run")
+    run.add_argument("--force", action="store_true", help="run even if already succeeded from the same inputs")
+    run.add_argument("--reason", choices=[r.value for r in ActionReason], default="operator_request")
+    run.add_argument("--operator", default="cli")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", parents=[common], help="per-partition state")
+    status.add_argument("--dataset", default="tickets")
+    status.add_argument("--start", type=_date)
+    status.add_argument("--end", type=_date)
+    status.set_defaults(func=cmd_status)
+
+    manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
+    msub = manifests.add_subparsers(dest="manifests_command", required=True)
+    validate = msub.add_parser("validate", parents=[common], help="validate a manifest file or directory")
+    validate.add_argument("path")
+    validate.set_defaults(func=cmd_manifests_validate)
+
+    generate = sub.add_parser("generate", parents=[common], help="write synthetic partitions (benchmarks)")
+    generate.add_argument("--days", type=int, default=1)
+    generate.add_argument("--events-per-day", type=int, default=1000)
+    generate.add_argument("--tickets", type=int, default=None, help="distinct tickets (default: events/4)")
+    generate.add_argument("--start", type=_date, default=date(2026, 4, 17))
+    generate.add_argument("--out", type=Path, default=Path(".factory/synthetic"))
+    generate.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    apply_quiet_defaults(None if verbose else {"PREFECT_LOGGING_LEVEL": "WARNING"})
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 through argparse
+
+    from pydantic import ValidationError
+    from tasks.errors import FactoryError
+
+    try:
+        return args.func(args)
+    except FactoryError as exc:
+        print(f"datafactory: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (UsageError, ValidationError) as exc:
+        print(f"datafactory: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

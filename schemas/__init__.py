@@ -1,0 +1,1 @@
+"""What data looks like: settings, dataset registry, contracts, tables, reason codes."""

@@ -1,0 +1,164 @@
+"""SQLAlchemy tables: bronze and silver per registered dataset, plus quarantine and the ledger."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeEngine
+
+from schemas.datasets import DATASETS, DatasetSpec, FieldKind
+
+metadata = MetaData()
+
+# Keys that decide "newer wins" must compare bytewise on every database: PostgreSQL's default
+# collation is locale-aware, SQLite's and Python's are not.
+KeyString = String().with_variant(String(collation="C"), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+LINEAGE_COLUMNS = ("_partition_key", "_batch_id", "_manifest_id", "_ingested_at")
+BRONZE_EXTRA_COLUMNS = (
+    "_content_hash",
+    "_raw_payload",
+    "_delivery_key",
+    "_source_uri",
+    "_line_number",
+)
+
+
+def _column_type(kind: FieldKind) -> TypeEngine:
+    return {FieldKind.STRING: Text(), FieldKind.TIMESTAMP: Timestamp, FieldKind.STRING_LIST: Text()}[kind]
+
+
+def _lineage() -> list[Column]:
+    return [
+        Column("_partition_key", String(10), nullable=False),
+        Column("_batch_id", String(36), nullable=False),
+        Column("_manifest_id", Text, nullable=False),
+        Column("_ingested_at", Timestamp, nullable=False),
+    ]
+
+
+def _bronze(spec: DatasetSpec) -> Table:
+    columns = [
+        Column(f.name, KeyString if f.name == spec.event_key else _column_type(f.kind),
+               primary_key=f.name == spec.event_key, nullable=f.nullable)
+        for f in spec.fields
+    ]
+    return Table(
+        spec.bronze_table,
+        metadata,
+        *columns,
+        Column("_content_hash", String(32), nullable=False),
+        Column("_raw_payload", Text, nullable=False),
+        # (partition, produced_at, manifest, asset, line): the earliest delivery of an event wins
+        Column("_delivery_key", KeyString, nullable=False),
+        Column("_source_uri", Text, nullable=False),
+        Column("_line_number", Integer, nullable=False),
+        *_lineage(),
+    )
+
+
+def _silver(spec: DatasetSpec) -> Table:
+    columns = []
+    for f in spec.fields:
+        is_key = f.name in (spec.entity_key, spec.event_key)
+        columns.append(
+            Column(spec.silver_name(f.name), KeyString if is_key else _column_type(f.kind),
+                   primary_key=f.name == spec.entity_key, nullable=f.nullable)
+        )
+    return Table(spec.silver_table, metadata, *columns, *_lineage())
+
+
+BRONZE: dict[str, Table] = {name: _bronze(spec) for name, spec in DATASETS.items()}
+SILVER: dict[str, Table] = {name: _silver(spec) for name, spec in DATASETS.items()}
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("manifest_id", Text, nullable=False),
+    Column("source_uri", Text, nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("reason_code", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("event_id", Text),
+    Column("raw_payload", Text, nullable=False),
+    Column("quarantined_at", Timestamp, nullable=False),
+    # a rerun of the same inputs quarantines nothing twice
+    UniqueConstraint("batch_id", "source_uri", "line_number", name="uq_quarantine_record"),
+)
+
+ingest_batch = Table(
+    "ingest_batch",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("source_fingerprint", String(64), nullable=False),
+    Column("manifest_ids", Text, nullable=False),  # JSON array
+    Column("first_seen_at", Timestamp, nullable=False),
+    UniqueConstraint("dataset", "partition_key", "source_fingerprint", name="uq_batch_inputs"),
+)
+
+ingest_run = Table(
+    "ingest_run",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("batch_id", String(36), ForeignKey("ingest_batch.batch_id"), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("reason_code", String(48), nullable=False),
+    Column("status", String(16), nullable=False),  # running, succeeded, failed, skipped
+    Column("flow_run_id", String(36)),
+    Column("started_at", Timestamp, nullable=False),
+    Column("heartbeat_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Column("counts", Text),  # JSON of the run summary's counts
+    Column("error", Text),
+    UniqueConstraint("batch_id", "attempt", name="uq_run_attempt"),
+)
+
+partition_state = Table(
+    "partition_state",
+    metadata,
+    Column("dataset", String(64), primary_key=True),
+    Column("partition_key", String(10), primary_key=True),
+    Column("status", String(16), nullable=False),  # succeeded, failed, held
+    Column("source_fingerprint", String(64), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("output_count", Integer, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+decision_log = Table(
+    "decision_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decided_at", Timestamp, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("reason_code", String(48), nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("batch_id", String(36)),
+    Column("run_id", String(36)),
+    Column("flow_run_id", String(36)),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text),
+)

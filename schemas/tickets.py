@@ -1,0 +1,72 @@
+"""The ticket event contract (DESIGN section 6) as a Pandera model on Polars."""
+
+from __future__ import annotations
+
+import polars as pl
+import pandera.polars as pa
+from pandera.typing.polars import Series  # noqa: F401  (kept for users annotating frames)
+
+EVENT_TYPES = ["created", "updated", "commented", "status_changed", "closed"]
+STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed"]
+PRIORITIES = ["low", "normal", "high", "urgent"]
+CHANNELS = ["email", "chat", "phone", "web", "api"]
+
+# ISO-8601 with an explicit UTC designator; any other offset, or none, breaks the contract.
+ISO_UTC_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]00:?00)$"
+
+
+def parse_utc(column: str) -> pl.Expr:
+    """Parse an ISO-8601 UTC string column to Datetime(us, UTC); null where it is not a real instant."""
+    text = (
+        pl.col(column)
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt ]", "${1}T")
+        .str.replace(r"([Zz]|[+-]00:?00)$", "")
+    )
+    return text.str.to_datetime(
+        format="%Y-%m-%dT%H:%M:%S%.f", time_unit="us", time_zone="UTC", strict=False
+    )
+
+
+class TicketEvent(pa.DataFrameModel):
+    """One ticket event as delivered: strings as sent, checked before any typing."""
+
+    event_id: str = pa.Field(str_length={"min_value": 1})
+    ticket_id: str = pa.Field(str_matches=r"^TCK-\d{6,}$")
+    event_type: str = pa.Field(isin=EVENT_TYPES)
+    created_at: str = pa.Field(str_matches=ISO_UTC_PATTERN)
+    updated_at: str = pa.Field(str_matches=ISO_UTC_PATTERN)
+    status: str = pa.Field(isin=STATUSES)
+    priority: str = pa.Field(isin=PRIORITIES)
+    channel: str = pa.Field(isin=CHANNELS)
+    customer_id: str = pa.Field(str_length={"min_value": 1})
+    subject: str = pa.Field(str_length={"min_value": 1})
+    body: str
+    product_line: str = pa.Field(nullable=True)
+    tags: pl.List(pl.String)  # type: ignore[valid-type]
+
+    @pa.check("created_at", "updated_at", name="is_real_utc_instant")
+    @classmethod
+    def is_real_instant(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """2026-02-30T00:00:00Z matches the pattern but is no instant."""
+        return data.lazyframe.select(
+            parse_utc(data.key).is_not_null() | pl.col(data.key).is_null()
+        )
+
+    @pa.check("tags", name="no_null_tags")
+    @classmethod
+    def no_null_tags(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            pl.col(data.key).list.eval(pl.element().is_null()).list.any().not_().fill_null(True)
+        )
+
+    @pa.dataframe_check(name="updated_at >= created_at")
+    @classmethod
+    def updated_not_before_created(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        # Unparseable timestamps are reported by their own column checks, not here.
+        return data.lazyframe.select(
+            (parse_utc("updated_at") >= parse_utc("created_at")).fill_null(True).alias("ok")
+        )
+
+    class Config:
+        strict = False  # extra fields are kept in the raw payload; drift is a check, not a rejection
+        coerce = False

@@ -1,0 +1,142 @@
+"""Validate raw records against the dataset's contract and split them into events and quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+import pandera.errors
+import polars as pl
+
+from schemas.datasets import DatasetSpec, FieldKind
+from schemas.reason_codes import QuarantineReason
+from schemas.tickets import parse_utc
+from tasks.read import QUARANTINE_SCHEMA, RawBatch
+
+CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
+
+
+@dataclass
+class ValidatedBatch:
+    """Distinct valid events of a partition (first delivery of each) and every rejected record."""
+
+    events: pl.DataFrame  # typed spec fields + _content_hash + lineage, one row per event key
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+    total: int
+    duplicate_in_batch: int
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def partition_window(partition_key: date) -> tuple[datetime, datetime]:
+    """A delivery day's window: [00:00 UTC, next day 00:00 UTC)."""
+    start = datetime.combine(partition_key, time(0), tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def contract_failures(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
+    """(row, detail) for every row that breaks the contract; all failures at once (lazy)."""
+    frame = records.select(spec.field_names)
+    try:
+        spec.model.validate(frame, lazy=True)
+        cases = pl.DataFrame(schema={"index": pl.Int64, "column": pl.String, "check": pl.String})
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.select(
+            pl.col("index").cast(pl.Int64),
+            # a frame-wide check is reported against the dataset's model; name the column it judges
+            pl.when(pl.col("column") == spec.model.__name__).then(pl.lit(spec.ordering_column))
+            .otherwise(pl.col("column")).alias("column"),
+            pl.col("check").cast(pl.String),
+        ).filter(pl.col("index").is_not_null())
+    typed = (
+        records.with_row_index("index").select(pl.col("index").cast(pl.Int64), "_type_errors")
+        .filter(pl.col("_type_errors").is_not_null())
+    )
+    # a wrong JSON type was nulled by the reader; its not_nullable echo says nothing new
+    typed_columns = typed.with_columns(pl.col("_type_errors").str.split("; ")).explode("_type_errors").select(
+        "index", pl.col("_type_errors").str.extract(r"^([^:]+):").alias("column"),
+        pl.col("_type_errors").str.extract(r"^[^:]+: (.*)$").alias("check"),
+    )
+    cases = cases.join(typed_columns.select("index", "column"), on=["index", "column"], how="anti")
+    order = {name: i for i, name in enumerate(spec.field_names)}
+    return (
+        pl.concat([typed_columns, cases])
+        .with_columns(pl.col("column").replace_strict(order, default=len(order)).alias("_order"))
+        .sort("index", "_order", "check")
+        .group_by("index", maintain_order=True)
+        .agg((pl.col("column") + ": " + pl.col("check")).unique(maintain_order=True).str.join("; ").alias("detail"))
+    )
+
+
+def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
+    """Contract-valid records with timestamps parsed to UTC and a hash of their content."""
+    timestamps = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP]
+    typed = records.with_columns(parse_utc(name).alias(name) for name in timestamps)
+    canonical = typed.select(
+        pl.struct(
+            [pl.col(n).dt.strftime(CANONICAL_TS) if n in timestamps else pl.col(n) for n in spec.field_names]
+        ).struct.json_encode()
+    ).to_series()
+    hashes = [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in canonical.to_list()]
+    return typed.with_columns(pl.Series("_content_hash", hashes, dtype=pl.String))
+
+
+def _quarantine_rows(frame: pl.DataFrame, spec: DatasetSpec, reason: QuarantineReason, detail: pl.Expr) -> pl.DataFrame:
+    return frame.select(
+        pl.col("_manifest_id").alias("manifest_id"),
+        pl.col("_source_uri").alias("source_uri"),
+        pl.col("_line_number").alias("line_number"),
+        pl.lit(reason.value).alias("reason_code"),
+        detail.alias("detail"),
+        pl.col(spec.event_key).alias("event_id"),
+        pl.col("_raw_payload").alias("raw_payload"),
+    )
+
+
+def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> ValidatedBatch:
+    """Split a partition's records: contract, future events and in-batch duplicates, with reasons."""
+    window_start, window_end = partition_window(partition_key)
+    records = raw.records.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    failures = contract_failures(spec, raw.records).rename({"index": "_row"})
+    broken = records.join(failures, on="_row", how="inner")
+    passed = records.join(failures, on="_row", how="anti")
+
+    events = typed_events(spec, passed)
+    is_future = pl.col(spec.partition_column) >= window_end
+    future = events.filter(is_future)
+    events = events.filter(~is_future)
+
+    # In delivery order, the first record of an event key wins; identical repeats count once,
+    # differing repeats are conflicting duplicates and go to quarantine.
+    events = events.sort("_delivery_key")
+    first = events.group_by(spec.event_key, maintain_order=True).agg(
+        pl.col("_content_hash").first().alias("_first_hash"),
+        pl.col("_source_uri").first().alias("_first_uri"),
+        pl.col("_line_number").first().alias("_first_line"),
+    )
+    events = events.join(first, on=spec.event_key, how="left", maintain_order="left")
+    is_first = pl.int_range(pl.len()).over(spec.event_key) == 0
+    same = pl.col("_content_hash") == pl.col("_first_hash")
+    conflicting = events.filter(~same)
+    duplicate_in_batch = events.filter(same & ~is_first).height
+    distinct = events.filter(same & is_first).drop("_first_hash", "_first_uri", "_first_line", "_row", "_type_errors")
+
+    quarantine = pl.concat([
+        raw.malformed,
+        _quarantine_rows(broken, spec, QuarantineReason.SCHEMA_VIOLATION, pl.col("detail")),
+        _quarantine_rows(future, spec, QuarantineReason.FUTURE_EVENT,
+                         pl.format("{}: {} is at or after the window end " + window_end.strftime(CANONICAL_TS),
+                                   pl.lit(spec.partition_column),
+                                   pl.col(spec.partition_column).dt.strftime(CANONICAL_TS))),
+        _quarantine_rows(conflicting, spec, QuarantineReason.CONFLICTING_DUPLICATE,
+                         pl.format("{}: differs from the first delivery at {}:{}", pl.lit(spec.event_key),
+                                   pl.col("_first_uri"), pl.col("_first_line"))),
+    ]).cast(QUARANTINE_SCHEMA).sort("source_uri", "line_number")
+    return ValidatedBatch(
+        events=distinct,
+        quarantine=quarantine,
+        total=raw.total,
+        duplicate_in_batch=duplicate_in_batch,
+        invalid_by_reason=dict(Counter(quarantine["reason_code"].to_list())),
+    )

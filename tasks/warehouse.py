@@ -1,0 +1,334 @@
+"""Write one partition to the warehouse in one transaction: bronze, silver, quarantine (DESIGN section 7).
+
+Both databases stage the batch in temp tables (PostgreSQL by COPY, SQLite by executemany) and then
+run the same INSERT ... SELECT ... ON CONFLICT statements, so the semantics cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Callable
+
+import polars as pl
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from schemas.datasets import DatasetSpec, FieldKind
+from schemas.reason_codes import QuarantineReason
+from schemas.tables import BRONZE, SILVER, quarantine as quarantine_table
+from tasks.database import is_postgres
+from tasks.errors import PartitionLockedError
+from tasks.ledger import RunIdentity, running_holder, succeeded_with
+from tasks.validate import ValidatedBatch, partition_window
+
+log = logging.getLogger(__name__)
+
+COPY_CHUNK_ROWS = 200_000
+LOCK_TIMEOUT_S = 600
+
+
+@dataclass
+class WriteResult:
+    bronze_inserted: int = 0
+    bronze_existing: int = 0
+    bronze_displaced: int = 0  # a later delivery's conflicting version, moved to quarantine
+    silver_inserted: int = 0
+    silver_updated: int = 0
+    silver_unchanged: int = 0
+    silver_stale_skipped: int = 0
+    late_arriving: int = 0  # accepted events dated before the partition window
+    distinct_entities: int = 0  # entities among the accepted events: the silver outcomes add up to it
+    conflicting_in_warehouse: int = 0  # incoming events that lost to an earlier delivery
+    quarantine_inserted: int = 0
+    skipped: bool = False  # another run already produced this partition from these inputs
+    waited_for: str | None = None  # the run that held the partition lock while we waited
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# --- locking -----------------------------------------------------------------------------------
+
+def _lock_key(dataset: str, partition: str) -> int:
+    digest = hashlib.blake2b(f"{dataset}|{partition}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_partition(conn: Connection, who: RunIdentity) -> str | None:
+    """Hold the partition for this transaction; wait for another holder, naming it. SQLite's
+    BEGIN IMMEDIATE already serialized writers, so there the holder is only named when we waited."""
+    if not is_postgres(conn.engine):
+        return None
+    key = _lock_key(who.dataset, who.partition)
+    if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one():
+        return None
+    holder = running_holder(conn, who) or "another session"
+    log.warning("partition %s/%s is held by %s; waiting", who.dataset, who.partition, holder)
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
+    try:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    except OperationalError as exc:
+        raise PartitionLockedError(
+            f"partition {who.dataset}/{who.partition} is held by {holder}; gave up after {LOCK_TIMEOUT_S}s"
+        ) from exc
+    return holder
+
+
+# --- staging -----------------------------------------------------------------------------------
+
+def _sql_text_frame(frame: pl.DataFrame, spec: DatasetSpec, postgres: bool) -> pl.DataFrame:
+    """Columns as the text the databases parse: timestamps in one fixed-width UTC form, lists as JSON."""
+    ts_format = "%Y-%m-%d %H:%M:%S.%6f" + ("+00" if postgres else "")
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            exprs.append(pl.col(name).dt.convert_time_zone("UTC").dt.strftime(ts_format))
+        elif isinstance(dtype, pl.List):
+            exprs.append(
+                pl.struct(pl.col(name)).struct.json_encode()
+                .str.strip_prefix(f'{{"{name}":').str.strip_suffix("}").alias(name)
+            )
+        else:
+            exprs.append(pl.col(name))
+    return frame.select(exprs)
+
+
+def stage(conn: Connection, spec: DatasetSpec, name: str, like: str, frame: pl.DataFrame) -> None:
+    """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
+    postgres = is_postgres(conn.engine)
+    rows = _sql_text_frame(frame, spec, postgres)
+    if postgres:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            for offset in range(0, rows.height, COPY_CHUNK_ROWS):
+                copy.write(rows.slice(offset, COPY_CHUNK_ROWS).write_csv(include_header=False))
+    else:
+        marks = ", ".join("?" for _ in frame.columns)
+        for offset in range(0, rows.height, COPY_CHUNK_ROWS):
+            conn.exec_driver_sql(f"INSERT INTO {name} ({columns}) VALUES ({marks})",
+                                 rows.slice(offset, COPY_CHUNK_ROWS).rows())
+
+
+def _drop_stages(conn: Connection) -> None:
+    for name in ("_stg_events", "_stg_silver", "_stg_quarantine"):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+# --- bronze --------------------------------------------------------------------------------------
+
+def _bronze_frame(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
+    table = BRONZE[spec.name]
+    return events.with_columns(
+        pl.lit(who.partition).alias("_partition_key"),
+        pl.lit(who.batch_id).alias("_batch_id"),
+        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
+    ).select([c.name for c in table.columns])
+
+
+def _existing_events(conn: Connection, spec: DatasetSpec) -> pl.DataFrame:
+    """Staged events whose key is already in bronze, with both versions' hash and delivery key."""
+    bronze, key = spec.bronze_table, spec.event_key
+    rows = conn.exec_driver_sql(
+        f'SELECT s."{key}", s._content_hash, s._delivery_key, b._content_hash, b._delivery_key '
+        f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}"'
+    ).all()
+    return pl.DataFrame(rows, schema=["key", "new_hash", "new_dk", "old_hash", "old_dk"], orient="row")
+
+
+def _execute_many(conn: Connection, sql: str, keys: list[str]) -> None:
+    if keys:
+        conn.exec_driver_sql(sql.replace(":k", "%(k)s" if is_postgres(conn.engine) else "?"),
+                             [{"k": k} for k in keys] if is_postgres(conn.engine) else [(k,) for k in keys])
+
+
+def _quarantine_from_bronze(conn: Connection, spec: DatasetSpec, keys: list[str], detail: str, now: datetime) -> None:
+    """Move bronze rows' delivery records to quarantine (the displaced later version of an event)."""
+    key = spec.event_key
+    for k in keys:
+        conn.execute(
+            text(
+                "INSERT INTO quarantine (dataset, partition_key, batch_id, manifest_id, source_uri, line_number, "
+                "reason_code, detail, event_id, raw_payload, quarantined_at) "
+                f'SELECT :dataset, _partition_key, _batch_id, _manifest_id, _source_uri, _line_number, '
+                f'\'{QuarantineReason.CONFLICTING_DUPLICATE.value}\', :detail, "{key}", _raw_payload, :now '
+                f'FROM {spec.bronze_table} WHERE "{key}" = :k '
+                "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+            ),
+            {"dataset": spec.name, "detail": detail, "now": now, "k": k},
+        )
+
+
+# --- silver --------------------------------------------------------------------------------------
+
+def silver_candidates(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
+    """Per entity, the batch's greatest event by (ordering column, event key), shaped as silver."""
+    best = (
+        events.sort([spec.ordering_column, spec.event_key], descending=True)
+        .unique(subset=[spec.entity_key], keep="first", maintain_order=True)
+    )
+    return best.select(
+        *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
+        pl.lit(who.partition).alias("_partition_key"),
+        pl.lit(who.batch_id).alias("_batch_id"),
+        pl.col("_manifest_id"),
+        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
+    )
+
+
+def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:
+    order, last = spec.ordering_column, spec.silver_name(spec.event_key)
+    return f'({new}."{order}", {new}."{last}") > ({old}."{order}", {old}."{last}")'
+
+
+def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
+    """How each staged entity relates to current silver: new, newer, the same event, or older."""
+    entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
+    same = f'(s."{order}" = f."{order}" AND s."{last}" = f."{last}")'
+    row = conn.exec_driver_sql(
+        "SELECT "
+        f'COALESCE(SUM(CASE WHEN f."{entity}" IS NULL THEN 1 ELSE 0 END), 0), '
+        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 's', 'f')} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {same} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 'f', 's')} THEN 1 ELSE 0 END), 0) "
+        f'FROM _stg_silver s LEFT JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
+    ).one()
+    return dict(zip(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"),
+                    map(int, row)))
+
+
+def upsert_silver(conn: Connection, spec: DatasetSpec) -> None:
+    """Newer wins by (ordering column, event key); an older or equal event never rewrites a row."""
+    table = SILVER[spec.name]
+    columns = [c.name for c in table.columns]
+    names = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != spec.entity_key)
+    conn.exec_driver_sql(
+        f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_silver WHERE true "
+        f'ON CONFLICT ("{spec.entity_key}") DO UPDATE SET {updates} '
+        f"WHERE {_silver_guard(spec, 'excluded', spec.silver_table)}"
+    )
+
+
+def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now: datetime) -> None:
+    """Recompute silver rows of some entities from bronze: the greatest event of each, or no row."""
+    if not entities:
+        return
+    table = SILVER[spec.name]
+    entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
+    source = {spec.silver_name(f.name): f'"{f.name}"' for f in spec.fields}
+    source.update({"_partition_key": "_partition_key", "_batch_id": "_batch_id",
+                   "_manifest_id": "_manifest_id", "_ingested_at": ":now"})
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    picks = ", ".join(source[c.name] for c in table.columns)
+    for value in entities:
+        conn.execute(text(f'DELETE FROM {spec.silver_table} WHERE "{entity}" = :v'), {"v": value})
+        conn.execute(text(
+            f"INSERT INTO {spec.silver_table} ({names}) SELECT {picks} FROM {spec.bronze_table} "
+            f'WHERE "{entity}" = :v ORDER BY "{order}" DESC, "{key}" DESC LIMIT 1'
+        ), {"v": value, "now": now})
+
+
+# --- quarantine ----------------------------------------------------------------------------------
+
+def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, who: RunIdentity, now: datetime) -> int:
+    if rows.height == 0:
+        return 0
+    frame = rows.with_columns(
+        pl.lit(spec.name).alias("dataset"),
+        pl.lit(who.partition).alias("partition_key"),
+        pl.lit(who.batch_id).alias("batch_id"),
+        pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
+    ).select([c.name for c in quarantine_table.columns if c.name != "id"])
+    stage(conn, spec, "_stg_quarantine", "quarantine", frame)
+    names = ", ".join(frame.columns)
+    result = conn.exec_driver_sql(
+        f"INSERT INTO quarantine ({names}) SELECT {names} FROM _stg_quarantine WHERE true "
+        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+    )
+    return max(result.rowcount, 0)
+
+
+# --- the transaction -----------------------------------------------------------------------------
+
+def write_partition(
+    conn: Connection,
+    spec: DatasetSpec,
+    batch: ValidatedBatch,
+    who: RunIdentity,
+    now: datetime,
+    force: bool = False,
+    before_silver: Callable[[], None] | None = None,
+) -> tuple[WriteResult, pl.DataFrame]:
+    """Bronze, silver and quarantine for one partition, inside the caller's transaction.
+
+    Returns the counts and the quarantine rows of this batch (the validator's plus events that lost
+    to an earlier delivery). The caller commits, or rolls back for a dry run.
+    """
+    result = WriteResult(waited_for=lock_partition(conn, who))
+    if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
+        result.skipped = True  # the run we waited for already produced exactly this
+        return result, batch.quarantine.head(0)
+
+    stage(conn, spec, "_stg_events", spec.bronze_table, _bronze_frame(spec, batch.events, who, now))
+    existing = _existing_events(conn, spec)
+    same = existing.filter(pl.col("new_hash") == pl.col("old_hash"))
+    conflict = existing.filter(pl.col("new_hash") != pl.col("old_hash"))
+    # The earliest delivery of an event wins whatever order partitions are processed in.
+    losers = conflict.filter(pl.col("old_dk") <= pl.col("new_dk"))["key"].to_list()
+    winners = conflict.filter(pl.col("new_dk") < pl.col("old_dk"))["key"].to_list()
+    earlier_same = same.filter(pl.col("new_dk") < pl.col("old_dk"))["key"].to_list()
+
+    key = spec.event_key
+    lost = batch.events.filter(pl.col(key).is_in(losers))
+    _execute_many(conn, f'DELETE FROM _stg_events WHERE "{key}" = :k', losers)
+    displaced_entities = []
+    if winners:
+        rows = conn.execute(text(f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
+                                 f'WHERE "{key}" IN ({", ".join(f":k{i}" for i in range(len(winners)))})'),
+                            {f"k{i}": k for i, k in enumerate(winners)}).scalars().all()
+        displaced_entities = list(rows)
+        _quarantine_from_bronze(conn, spec, winners, f"{key}: differs from an earlier delivery", now)
+    # Replaced rows: a displaced later version, or the same content first delivered earlier.
+    _execute_many(conn, f'DELETE FROM {spec.bronze_table} WHERE "{key}" = :k', winners + earlier_same)
+
+    bronze_columns = ", ".join(f'"{c.name}"' for c in BRONZE[spec.name].columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {spec.bronze_table} ({bronze_columns}) SELECT {bronze_columns} FROM _stg_events "
+        f'WHERE true ON CONFLICT ("{key}") DO NOTHING'
+    )
+    result.bronze_existing = same.height
+    result.bronze_displaced = len(winners)
+    result.bronze_inserted = batch.events.height - len(losers) - same.height
+    result.conflicting_in_warehouse = len(losers)
+
+    if before_silver is not None:
+        before_silver()
+    accepted = batch.events.filter(~pl.col(key).is_in(losers))
+    window_start, _ = partition_window(who.partition_key)
+    result.late_arriving = accepted.filter(pl.col(spec.partition_column) < window_start).height
+    candidates = silver_candidates(spec, accepted, who, now)
+    result.distinct_entities = candidates.height
+    stage(conn, spec, "_stg_silver", spec.silver_table, candidates)
+    for name, value in classify_silver(conn, spec).items():
+        setattr(result, name, value)
+    upsert_silver(conn, spec)
+    touched = set(displaced_entities) | set(accepted.filter(pl.col(key).is_in(winners))[spec.entity_key].to_list())
+    rebuild_silver(conn, spec, sorted(touched), now)
+
+    lost_rows = lost.select(
+        pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
+        pl.col("_line_number").alias("line_number"),
+        pl.lit(QuarantineReason.CONFLICTING_DUPLICATE.value).alias("reason_code"),
+        pl.lit(f"{key}: differs from an earlier delivery already in bronze").alias("detail"),
+        pl.col(key).alias("event_id"), pl.col("_raw_payload").alias("raw_payload"),
+    )
+    rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])
+    result.quarantine_inserted = insert_quarantine(conn, spec, rejected, who, now)
+    _drop_stages(conn)
+    return result, rejected
