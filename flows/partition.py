@@ -85,7 +85,7 @@ def partition_flow(
         who, "dry_run" if dry_run else "succeeded", attempt=attempt,
         declared_records=sum(a.record_count for m in manifests for a in m.assets),
         total=batch.total, valid=batch.total - rejected.height, invalid=rejected.height,
-        invalid_by_reason=dict(sorted(by_reason.items())), duplicate_in_batch=batch.duplicate_in_batch,
+        invalid_by_reason=dict(sorted(by_reason.items())), duplicate_in_batch=result.duplicate_in_batch,
         late_arriving=result.late_arriving,
         distinct_entities=result.distinct_entities,
         bronze_inserted=result.bronze_inserted, bronze_existing=result.bronze_existing,

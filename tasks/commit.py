@@ -64,8 +64,12 @@ def commit_partition(
         return result, rejected, who, None
     attempt = ledger.start_run(engine, who)
     try:
+        with engine.connect() as conn:
+            holder = ledger.running_holder(conn, who)  # seen before SQLite's BEGIN IMMEDIATE blocks on it
         with engine.begin() as conn:
             result, rejected = write_partition(conn, spec, batch, who, now, force, before_silver)
+            if result.waited_for is None and holder and ledger.run_status(conn, holder[0]) != "running":
+                result.waited_for = holder[1]
             status = "skipped" if result.skipped else "succeeded"
             output = None if result.skipped else result.bronze_inserted + result.bronze_existing
             ledger.finish_run(conn, who, status, result.as_dict(), output)

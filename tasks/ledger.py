@@ -73,8 +73,8 @@ def heartbeat(engine: Engine, run_id: str) -> None:
         conn.execute(update(ingest_run).where(ingest_run.c.run_id == run_id).values(heartbeat_at=utc_now()))
 
 
-def running_holder(conn: Connection, who: RunIdentity) -> str | None:
-    """A readable description of another RUNNING run of the same partition, if any."""
+def running_holder(conn: Connection, who: RunIdentity) -> tuple[str, str] | None:
+    """(run id, readable description) of another RUNNING run of the same partition, if any."""
     row = conn.execute(
         select(ingest_run.c.run_id, ingest_run.c.flow_run_id, ingest_run.c.attempt, ingest_run.c.started_at)
         .where(and_(ingest_run.c.dataset == who.dataset, ingest_run.c.partition_key == who.partition,
@@ -83,7 +83,11 @@ def running_holder(conn: Connection, who: RunIdentity) -> str | None:
     ).first()
     if row is None:
         return None
-    return f"run {row.run_id} (flow run {row.flow_run_id or '-'}, attempt {row.attempt}, started {row.started_at})"
+    return row.run_id, f"run {row.run_id} (flow run {row.flow_run_id or '-'}, attempt {row.attempt}, started {row.started_at})"
+
+
+def run_status(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(select(ingest_run.c.status).where(ingest_run.c.run_id == run_id)).scalar_one_or_none()
 
 
 def succeeded_with(conn: Connection, dataset: str, partition_key: date, fingerprint: str) -> bool:

@@ -61,7 +61,8 @@ def raw_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
 def delivery_prefix(manifest: SourceManifest, asset_index: int) -> str:
     """Sortable prefix of a record's delivery key; the line number completes it."""
     produced = manifest.produced_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
-    return f"{manifest.partition_key.isoformat()}|{produced}|{manifest.manifest_id}|{asset_index:04d}|"
+    # space sorts below every character a manifest id may hold, so the key orders like the tuple
+    return f"{manifest.partition_key.isoformat()} {produced} {manifest.manifest_id} {asset_index:04d} "
 
 
 def _jsonl_lines(data: bytes) -> Iterator[tuple[int, str | None, Any]]:

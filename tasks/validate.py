@@ -20,12 +20,14 @@ CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
 
 @dataclass
 class ValidatedBatch:
-    """Distinct valid events of a partition (first delivery of each) and every rejected record."""
+    """A partition's contract-valid records (typed, in delivery order) and the records it rejected.
 
-    events: pl.DataFrame  # typed spec fields + _content_hash + lineage, one row per event key
+    Duplicates are still in `events`: which version of an event wins depends on bronze too (tasks/dedup.py).
+    """
+
+    events: pl.DataFrame  # typed spec fields + _content_hash + lineage columns
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
     total: int
-    duplicate_in_batch: int
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,7 +97,7 @@ def _quarantine_rows(frame: pl.DataFrame, spec: DatasetSpec, reason: QuarantineR
 
 
 def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> ValidatedBatch:
-    """Split a partition's records: contract, future events and in-batch duplicates, with reasons."""
+    """Split a partition's records: malformed, contract violations and future events go to quarantine."""
     window_start, window_end = partition_window(partition_key)
     records = raw.records.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
     failures = contract_failures(spec, raw.records).rename({"index": "_row"})
@@ -107,21 +109,7 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
     future = events.filter(is_future)
     events = events.filter(~is_future)
 
-    # In delivery order, the first record of an event key wins; identical repeats count once,
-    # differing repeats are conflicting duplicates and go to quarantine.
-    events = events.sort("_delivery_key")
-    first = events.group_by(spec.event_key, maintain_order=True).agg(
-        pl.col("_content_hash").first().alias("_first_hash"),
-        pl.col("_source_uri").first().alias("_first_uri"),
-        pl.col("_line_number").first().alias("_first_line"),
-    )
-    events = events.join(first, on=spec.event_key, how="left", maintain_order="left")
-    is_first = pl.int_range(pl.len()).over(spec.event_key) == 0
-    same = pl.col("_content_hash") == pl.col("_first_hash")
-    conflicting = events.filter(~same)
-    duplicate_in_batch = events.filter(same & ~is_first).height
-    distinct = events.filter(same & is_first).drop("_first_hash", "_first_uri", "_first_line", "_row", "_type_errors")
-
+    events = events.sort("_delivery_key").drop("_row", "_type_errors")
     quarantine = pl.concat([
         raw.malformed,
         _quarantine_rows(broken, spec, QuarantineReason.SCHEMA_VIOLATION, pl.col("detail")),
@@ -129,14 +117,10 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
                          pl.format("{}: {} is at or after the window end " + window_end.strftime(CANONICAL_TS),
                                    pl.lit(spec.partition_column),
                                    pl.col(spec.partition_column).dt.strftime(CANONICAL_TS))),
-        _quarantine_rows(conflicting, spec, QuarantineReason.CONFLICTING_DUPLICATE,
-                         pl.format("{}: differs from the first delivery at {}:{}", pl.lit(spec.event_key),
-                                   pl.col("_first_uri"), pl.col("_first_line"))),
     ]).cast(QUARANTINE_SCHEMA).sort("source_uri", "line_number")
     return ValidatedBatch(
-        events=distinct,
+        events=events,
         quarantine=quarantine,
         total=raw.total,
-        duplicate_in_batch=duplicate_in_batch,
         invalid_by_reason=dict(Counter(quarantine["reason_code"].to_list())),
     )

@@ -22,6 +22,7 @@ from schemas.tables import BRONZE, SILVER, quarantine as quarantine_table
 from tasks.database import is_postgres
 from tasks.errors import PartitionLockedError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
+from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.validate import ValidatedBatch, partition_window
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class WriteResult:
     silver_stale_skipped: int = 0
     late_arriving: int = 0  # accepted events dated before the partition window
     distinct_entities: int = 0  # entities among the accepted events: the silver outcomes add up to it
-    conflicting_in_warehouse: int = 0  # incoming events that lost to an earlier delivery
+    duplicate_in_batch: int = 0  # further records with an accepted event's content
+    conflicting: int = 0  # records whose content differs from their event's earliest delivery
     quarantine_inserted: int = 0
     skipped: bool = False  # another run already produced this partition from these inputs
     waited_for: str | None = None  # the run that held the partition lock while we waited
@@ -65,7 +67,8 @@ def lock_partition(conn: Connection, who: RunIdentity) -> str | None:
     key = _lock_key(who.dataset, who.partition)
     if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one():
         return None
-    holder = running_holder(conn, who) or "another session"
+    found = running_holder(conn, who)
+    holder = found[1] if found else "another session"
     log.warning("partition %s/%s is held by %s; waiting", who.dataset, who.partition, holder)
     conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
     try:
@@ -132,13 +135,17 @@ def _bronze_frame(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now
 
 
 def _existing_events(conn: Connection, spec: DatasetSpec) -> pl.DataFrame:
-    """Staged events whose key is already in bronze, with both versions' hash and delivery key."""
+    """Bronze versions of the staged event keys: key, content hash and delivery key."""
     bronze, key = spec.bronze_table, spec.event_key
     rows = conn.exec_driver_sql(
-        f'SELECT s."{key}", s._content_hash, s._delivery_key, b._content_hash, b._delivery_key '
+        f'SELECT b."{key}", b._content_hash, b._delivery_key '
         f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}"'
     ).all()
-    return pl.DataFrame(rows, schema=["key", "new_hash", "new_dk", "old_hash", "old_dk"], orient="row")
+    return pl.DataFrame(rows, schema=EXISTING_SCHEMA, orient="row")
+
+
+def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
 
 
 def _execute_many(conn: Connection, sql: str, keys: list[str]) -> None:
@@ -275,41 +282,35 @@ def write_partition(
         result.skipped = True  # the run we waited for already produced exactly this
         return result, batch.quarantine.head(0)
 
-    stage(conn, spec, "_stg_events", spec.bronze_table, _bronze_frame(spec, batch.events, who, now))
-    existing = _existing_events(conn, spec)
-    same = existing.filter(pl.col("new_hash") == pl.col("old_hash"))
-    conflict = existing.filter(pl.col("new_hash") != pl.col("old_hash"))
-    # The earliest delivery of an event wins whatever order partitions are processed in.
-    losers = conflict.filter(pl.col("old_dk") <= pl.col("new_dk"))["key"].to_list()
-    winners = conflict.filter(pl.col("new_dk") < pl.col("old_dk"))["key"].to_list()
-    earlier_same = same.filter(pl.col("new_dk") < pl.col("old_dk"))["key"].to_list()
-
     key = spec.event_key
-    lost = batch.events.filter(pl.col(key).is_in(losers))
-    _execute_many(conn, f'DELETE FROM _stg_events WHERE "{key}" = :k', losers)
-    displaced_entities = []
-    if winners:
-        rows = conn.execute(text(f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
-                                 f'WHERE "{key}" IN ({", ".join(f":k{i}" for i in range(len(winners)))})'),
-                            {f"k{i}": k for i, k in enumerate(winners)}).scalars().all()
-        displaced_entities = list(rows)
-        _quarantine_from_bronze(conn, spec, winners, f"{key}: differs from an earlier delivery", now)
-    # Replaced rows: a displaced later version, or the same content first delivered earlier.
-    _execute_many(conn, f'DELETE FROM {spec.bronze_table} WHERE "{key}" = :k', winners + earlier_same)
-
+    stage(conn, spec, "_stg_events", spec.bronze_table,
+          _bronze_frame(spec, first_versions(batch.events, key), who, now))
+    resolution = resolve_versions(batch.events, _existing_events(conn, spec), key)
+    _execute_many(conn, f'DELETE FROM _stg_events WHERE "{key}" = :k', resolution.keep_out)
+    displaced_entities: list[str] = []
+    for chunk in _chunks(resolution.displaced):
+        params = {f"k{i}": k for i, k in enumerate(chunk)}
+        displaced_entities += conn.execute(text(
+            f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
+            f'WHERE "{key}" IN ({", ".join(":" + p for p in params)})'), params).scalars().all()
+    _quarantine_from_bronze(conn, spec, resolution.displaced, f"{key}: differs from an earlier delivery", now)
+    # Rows replaced by the earlier delivery: a conflicting later version, or the same content delivered later.
+    _execute_many(conn, f'DELETE FROM {spec.bronze_table} WHERE "{key}" = :k',
+                  resolution.displaced + resolution.relineage)
     bronze_columns = ", ".join(f'"{c.name}"' for c in BRONZE[spec.name].columns)
     conn.exec_driver_sql(
         f"INSERT INTO {spec.bronze_table} ({bronze_columns}) SELECT {bronze_columns} FROM _stg_events "
         f'WHERE true ON CONFLICT ("{key}") DO NOTHING'
     )
-    result.bronze_existing = same.height
-    result.bronze_displaced = len(winners)
-    result.bronze_inserted = batch.events.height - len(losers) - same.height
-    result.conflicting_in_warehouse = len(losers)
+    result.bronze_inserted = resolution.bronze_inserted
+    result.bronze_existing = resolution.bronze_existing
+    result.bronze_displaced = len(resolution.displaced)
+    result.duplicate_in_batch = resolution.duplicate_in_batch
+    result.conflicting = resolution.conflicting.height
 
     if before_silver is not None:
         before_silver()
-    accepted = batch.events.filter(~pl.col(key).is_in(losers))
+    accepted = resolution.accepted
     window_start, _ = partition_window(who.partition_key)
     result.late_arriving = accepted.filter(pl.col(spec.partition_column) < window_start).height
     candidates = silver_candidates(spec, accepted, who, now)
@@ -318,14 +319,15 @@ def write_partition(
     for name, value in classify_silver(conn, spec).items():
         setattr(result, name, value)
     upsert_silver(conn, spec)
-    touched = set(displaced_entities) | set(accepted.filter(pl.col(key).is_in(winners))[spec.entity_key].to_list())
+    touched = set(displaced_entities) | set(
+        accepted.filter(pl.col(key).is_in(resolution.displaced))[spec.entity_key].to_list())
     rebuild_silver(conn, spec, sorted(touched), now)
 
-    lost_rows = lost.select(
+    lost_rows = resolution.conflicting.select(
         pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
         pl.col("_line_number").alias("line_number"),
         pl.lit(QuarantineReason.CONFLICTING_DUPLICATE.value).alias("reason_code"),
-        pl.lit(f"{key}: differs from an earlier delivery already in bronze").alias("detail"),
+        pl.lit(f"{key}: differs from the earliest delivery of this event").alias("detail"),
         pl.col(key).alias("event_id"), pl.col("_raw_payload").alias("raw_payload"),
     )
     rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])

@@ -1,0 +1,71 @@
+"""Fixtures: a real PostgreSQL cluster (session), a warehouse per test on SQLite and PostgreSQL, sample data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from tests.pgcluster import Cluster, find_pg_bin, start_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_MANIFESTS = REPO / "data" / "manifests"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway cluster per session. Under CI a missing PostgreSQL fails the run instead of skipping."""
+    if find_pg_bin() is None:
+        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql-15)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _new_pg_database(cluster: Cluster) -> tuple[str, str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return name, cluster.url(name)
+
+
+def _drop_pg_database(cluster: Cluster, name: str) -> None:
+    from tasks.database import get_engine
+
+    get_engine.cache_clear()
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty warehouse: a SQLite file, or a new database on the real PostgreSQL cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    name, url = _new_pg_database(cluster)
+    try:
+        yield url
+    finally:
+        _drop_pg_database(cluster, name)
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped sample manifests and sources (tests may edit it)."""
+    target = tmp_path / "manifests"
+    shutil.copytree(SAMPLE_MANIFESTS, target)
+    return target

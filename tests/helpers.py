@@ -1,0 +1,59 @@
+"""Test helpers: ingest a partition through the same plain functions the flow's tasks wrap."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from schemas.datasets import get_dataset
+from schemas.tables import BRONZE, SILVER, quarantine
+from tasks.commit import commit_partition
+from tasks.database import get_engine
+from tasks.ingest import read_manifests
+from tasks.ledger import RunIdentity
+from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint
+from tasks.validate import validate_batch
+from tasks.warehouse import WriteResult
+
+DAYS = [date(2026, 4, 14), date(2026, 4, 16), date(2026, 4, 17)]
+
+
+def identity(day: date, manifests: list, action: str = "run") -> RunIdentity:
+    fingerprint = source_fingerprint(manifests)
+    return RunIdentity("tickets", day, batch_id_for("tickets", day, fingerprint), "", fingerprint,
+                       tuple(m.manifest_id for m in manifests), action, "execute", "operator_request", "test", None)
+
+
+def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
+           before_silver: Callable[[], None] | None = None) -> tuple[WriteResult, Any]:
+    """Manifests -> read -> validate -> one transaction; returns the write counts and the rejects."""
+    spec = get_dataset("tickets")
+    manifests = partition_manifests(manifest_dir, "tickets", day)
+    batch = validate_batch(spec, read_manifests(spec, manifests, manifest_dir), day)
+    result, rejected, _, _ = commit_partition(get_engine(url), spec, batch, identity(day, manifests),
+                                              dry_run=dry_run, force=force, before_silver=before_silver)
+    return result, rejected
+
+
+def data_tables(url: str) -> dict[str, list[tuple]]:
+    """Full contents of bronze, silver and quarantine (quarantine without its surrogate id), sorted."""
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        bronze = sorted(tuple(r) for r in conn.execute(select(BRONZE["tickets"])))
+        silver = sorted(tuple(r) for r in conn.execute(select(SILVER["tickets"])))
+        rows = conn.execute(select(*[c for c in quarantine.columns if c.name != "id"])).all()
+    return {"bronze": bronze, "silver": silver, "quarantine": sorted(tuple(map(str, r)) for r in rows)}
+
+
+def silver_rows(url: str) -> dict[str, dict[str, Any]]:
+    with get_engine(url).connect() as conn:
+        return {r.ticket_id: r._asdict() for r in conn.execute(select(SILVER["tickets"]))}
+
+
+def quarantine_rows(url: str) -> list[dict[str, Any]]:
+    with get_engine(url).connect() as conn:
+        return [r._asdict() for r in conn.execute(select(quarantine).order_by(quarantine.c.source_uri,
+                                                                              quarantine.c.line_number))]
