@@ -62,10 +62,10 @@ def commit_partition(
             finally:
                 transaction.rollback()
         return result, rejected, who, None
+    with engine.connect() as conn:
+        holder = ledger.running_holder(conn, who)  # looked up before SQLite's BEGIN IMMEDIATE blocks on it
     attempt = ledger.start_run(engine, who)
     try:
-        with engine.connect() as conn:
-            holder = ledger.running_holder(conn, who)  # seen before SQLite's BEGIN IMMEDIATE blocks on it
         with engine.begin() as conn:
             result, rejected = write_partition(conn, spec, batch, who, now, force, before_silver)
             if result.waited_for is None and holder and ledger.run_status(conn, holder[0]) != "running":
