@@ -13,7 +13,7 @@ from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import load_settings
 from schemas.summary import PartitionSummary
 from tasks.commit import commit_partition_task, record_skip
-from tasks.database import get_engine
+from tasks.database import get_engine, reading
 from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.manifests import batch_id_for, source_fingerprint, validate_manifests_task
@@ -63,7 +63,7 @@ def partition_flow(
         logger.info("%s/%s: no manifest declares this partition; nothing to ingest", dataset, partition_key)
         return _summary(who, "no_input", message="no manifest declares this partition")
 
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         up_to_date = succeeded_with(conn, dataset, partition_key, fingerprint)
     if up_to_date and not force and not dry_run:
         who, attempt = record_skip(engine, who)

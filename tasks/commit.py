@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.datasets import DatasetSpec
 from tasks import ledger
+from tasks.database import reading
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity
 from tasks.validate import ValidatedBatch
@@ -62,7 +63,7 @@ def commit_partition(
             finally:
                 transaction.rollback()
         return result, rejected, who, None
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         holder = ledger.running_holder(conn, who)  # looked up before SQLite's BEGIN IMMEDIATE blocks on it
     attempt = ledger.start_run(engine, who)
     try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from schemas.tables import metadata
 
-SQLITE_BUSY_TIMEOUT_S = 600  # a second writer waits for the first, as PostgreSQL's lock does
+SQLITE_BUSY_TIMEOUT_S = 600
+READ_ONLY = "factory_read_only"  # a second writer waits for the first, as PostgreSQL's lock does
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -26,7 +27,9 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
         # IMMEDIATE takes the write lock up front: two writers serialize instead of deadlocking.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (see `reading`) begin deferred, so they never wait behind a writer (WAL).
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
@@ -46,3 +49,8 @@ def get_engine(url: str) -> Engine:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})

@@ -8,12 +8,13 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from schemas.tables import decision_log, partition_state
+from tasks.database import reading
 
 
 def partition_status(engine: Engine, dataset: str, declared: set[date],
                      start: date | None = None, end: date | None = None) -> list[dict[str, Any]]:
     """One row per partition in [start, end] (default: every known partition), missing ones included."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         states = {r.partition_key: r for r in conn.execute(
             select(partition_state).where(partition_state.c.dataset == dataset))}
         decisions: dict[str, Any] = {}
