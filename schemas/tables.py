@@ -93,11 +93,31 @@ quarantine = Table(
     Column("line_number", Integer, nullable=False),
     Column("reason_code", String(32), nullable=False),
     Column("detail", Text, nullable=False),
-    Column("event_id", Text),
+    Column("event_id", Text, index=True),
     Column("raw_payload", Text, nullable=False),
     Column("quarantined_at", Timestamp, nullable=False),
     # a rerun of the same inputs quarantines nothing twice
     UniqueConstraint("batch_id", "source_uri", "line_number", name="uq_quarantine_record"),
+)
+
+# Every valid delivery of an event that is not its bronze row: duplicates and conflicting versions.
+# Conflicting-duplicate quarantine rows are derived from it against bronze, so they stay right when a
+# partition processed late turns out to hold the earliest delivery of an event.
+redelivery = Table(
+    "redelivery",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("event_id", KeyString, nullable=False, index=True),
+    Column("content_hash", String(32), nullable=False),
+    Column("delivery_key", KeyString, nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("manifest_id", Text, nullable=False),
+    Column("source_uri", Text, nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("raw_payload", Text, nullable=False),
+    UniqueConstraint("batch_id", "source_uri", "line_number", name="uq_redelivery_record"),
 )
 
 ingest_batch = Table(

@@ -27,6 +27,7 @@ class Resolution:
     keep_out: list[str]  # keys staged from the batch that must not be written (bronze wins)
     displaced: list[str]  # keys whose bronze row is a later, conflicting version: move it to quarantine
     relineage: list[str]  # keys whose bronze row has the same content, first delivered later: rewrite lineage
+    copies: pl.DataFrame  # batch records that are not their key's bronze row (duplicates and conflicts)
 
 
 def first_versions(records: pl.DataFrame, key: str) -> pl.DataFrame:
@@ -51,6 +52,10 @@ def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) ->
     accepted = winning.unique(subset=[key], keep="first", maintain_order=True)
     conflicting = tagged.filter(~is_winner).drop("winner_hash")
 
+    # after the write, each key's bronze row is the winner's earliest delivery
+    bronze_dk = keys.select(pl.col("key").alias(key), pl.when(pl.col("bronze_wins")).then(pl.col("old_dk"))
+                            .otherwise(pl.col("new_dk")).alias("_delivery_key"))
+    copies = records.join(bronze_dk, on=[key, "_delivery_key"], how="anti", maintain_order="left")
     in_bronze_same = keys.filter(pl.col("old_hash").is_not_null() & (pl.col("old_hash") == pl.col("winner_hash")))
     accepted_keys = accepted[key]
     existing_count = in_bronze_same.filter(pl.col("key").is_in(accepted_keys.implode())).height
@@ -64,4 +69,5 @@ def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) ->
         displaced=keys.filter(~pl.col("bronze_wins") & pl.col("old_hash").is_not_null()
                               & (pl.col("old_hash") != pl.col("new_hash")))["key"].to_list(),
         relineage=keys.filter(~pl.col("bronze_wins") & (pl.col("old_hash") == pl.col("new_hash")))["key"].to_list(),
+        copies=copies,
     )

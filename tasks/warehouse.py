@@ -82,7 +82,7 @@ def lock_partition(conn: Connection, who: RunIdentity) -> str | None:
 
 # --- staging -----------------------------------------------------------------------------------
 
-def _sql_text_frame(frame: pl.DataFrame, spec: DatasetSpec, postgres: bool) -> pl.DataFrame:
+def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
     """Columns as the text the databases parse: timestamps in one fixed-width UTC form, lists as JSON."""
     ts_format = "%Y-%m-%d %H:%M:%S.%6f" + ("+00" if postgres else "")
     exprs = []
@@ -99,13 +99,13 @@ def _sql_text_frame(frame: pl.DataFrame, spec: DatasetSpec, postgres: bool) -> p
     return frame.select(exprs)
 
 
-def stage(conn: Connection, spec: DatasetSpec, name: str, like: str, frame: pl.DataFrame) -> None:
+def stage(conn: Connection, spec: DatasetSpec | None, name: str, like: str, frame: pl.DataFrame) -> None:
     """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
     postgres = is_postgres(conn.engine)
-    rows = _sql_text_frame(frame, spec, postgres)
+    rows = _sql_text_frame(frame, postgres)
     if postgres:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT csv)") as copy:
@@ -119,7 +119,7 @@ def stage(conn: Connection, spec: DatasetSpec, name: str, like: str, frame: pl.D
 
 
 def _drop_stages(conn: Connection) -> None:
-    for name in ("_stg_events", "_stg_silver", "_stg_quarantine"):
+    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies"):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -154,21 +154,74 @@ def _execute_many(conn: Connection, sql: str, keys: list[str]) -> None:
                              [{"k": k} for k in keys] if is_postgres(conn.engine) else [(k,) for k in keys])
 
 
-def _quarantine_from_bronze(conn: Connection, spec: DatasetSpec, keys: list[str], detail: str, now: datetime) -> None:
-    """Move bronze rows' delivery records to quarantine (the displaced later version of an event)."""
+def _stage_keys(conn: Connection, name: str, keys: list[str]) -> None:
+    stage(conn, None, name, "redelivery", pl.DataFrame({"event_id": keys}, schema={"event_id": pl.String}))
+
+
+def _entities_of(conn: Connection, spec: DatasetSpec, keys: list[str]) -> list[str]:
+    entities: list[str] = []
+    for chunk in _chunks(keys):
+        params = {f"k{i}": k for i, k in enumerate(chunk)}
+        entities += conn.execute(text(
+            f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
+            f'WHERE "{spec.event_key}" IN ({", ".join(":" + p for p in params)})'), params).scalars().all()
+    return entities
+
+
+REDELIVERY_COLUMNS = ("dataset", "event_id", "content_hash", "delivery_key", "partition_key", "batch_id",
+                      "manifest_id", "source_uri", "line_number", "raw_payload")
+
+
+def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys_table: str) -> None:
+    conn.execute(text(
+        f"INSERT INTO redelivery ({', '.join(REDELIVERY_COLUMNS)}) "
+        f'SELECT :dataset, "{spec.event_key}", _content_hash, _delivery_key, _partition_key, _batch_id, '
+        f"_manifest_id, _source_uri, _line_number, _raw_payload FROM {spec.bronze_table} "
+        f'WHERE "{spec.event_key}" IN (SELECT event_id FROM {keys_table}) '
+        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+    ), {"dataset": spec.name})
+
+
+def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, who: RunIdentity) -> None:
+    if copies.height == 0:
+        return
+    frame = copies.select(
+        pl.lit(spec.name).alias("dataset"), pl.col(spec.event_key).alias("event_id"),
+        pl.col("_content_hash").alias("content_hash"), pl.col("_delivery_key").alias("delivery_key"),
+        pl.lit(who.partition).alias("partition_key"), pl.lit(who.batch_id).alias("batch_id"),
+        pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
+        pl.col("_line_number").alias("line_number"), pl.col("_raw_payload").alias("raw_payload"),
+    )
+    stage(conn, spec, "_stg_copies", "redelivery", frame)
+    names = ", ".join(REDELIVERY_COLUMNS)
+    conn.exec_driver_sql(f"INSERT INTO redelivery ({names}) SELECT {names} FROM _stg_copies WHERE true "
+                         "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING")
+
+
+def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: datetime) -> None:
+    """Quarantine exactly the copies of these events whose content differs from the bronze row."""
+    reason = QuarantineReason.CONFLICTING_DUPLICATE.value
     key = spec.event_key
-    for k in keys:
-        conn.execute(
-            text(
-                "INSERT INTO quarantine (dataset, partition_key, batch_id, manifest_id, source_uri, line_number, "
-                "reason_code, detail, event_id, raw_payload, quarantined_at) "
-                f'SELECT :dataset, _partition_key, _batch_id, _manifest_id, _source_uri, _line_number, '
-                f'\'{QuarantineReason.CONFLICTING_DUPLICATE.value}\', :detail, "{key}", _raw_payload, :now '
-                f'FROM {spec.bronze_table} WHERE "{key}" = :k '
-                "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
-            ),
-            {"dataset": spec.name, "detail": detail, "now": now, "k": k},
-        )
+    still_conflicting = (
+        f'SELECT 1 FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
+        "WHERE r.batch_id = quarantine.batch_id AND r.source_uri = quarantine.source_uri "
+        "AND r.line_number = quarantine.line_number AND r.content_hash <> b._content_hash"
+    )
+    # rows stay untouched while they are still conflicting: a rerun rewrites nothing
+    conn.execute(text(
+        f"DELETE FROM quarantine WHERE dataset = :dataset AND reason_code = '{reason}' "
+        f"AND event_id IN (SELECT event_id FROM {keys_table}) AND NOT EXISTS ({still_conflicting})"
+    ), {"dataset": spec.name})
+    conn.execute(text(
+        "INSERT INTO quarantine (dataset, partition_key, batch_id, manifest_id, source_uri, line_number, "
+        "reason_code, detail, event_id, raw_payload, quarantined_at) "
+        f"SELECT r.dataset, r.partition_key, r.batch_id, r.manifest_id, r.source_uri, r.line_number, '{reason}', "
+        f"'{key}: content differs from the earliest delivery of this event', r.event_id, r.raw_payload, :now "
+        f'FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
+        f"WHERE r.dataset = :dataset AND r.content_hash <> b._content_hash "
+        f"AND r.event_id IN (SELECT event_id FROM {keys_table}) "
+        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+    ), {"dataset": spec.name, "now": now})
 
 
 # --- silver --------------------------------------------------------------------------------------
@@ -274,8 +327,8 @@ def write_partition(
 ) -> tuple[WriteResult, pl.DataFrame]:
     """Bronze, silver and quarantine for one partition, inside the caller's transaction.
 
-    Returns the counts and the quarantine rows of this batch (the validator's plus events that lost
-    to an earlier delivery). The caller commits, or rolls back for a dry run.
+    Returns the counts and the rejected records of this batch (the validator's plus the versions that
+    lost to an event's earliest delivery). The caller commits, or rolls back for a dry run.
     """
     result = WriteResult(waited_for=lock_partition(conn, who))
     if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
@@ -287,16 +340,13 @@ def write_partition(
           _bronze_frame(spec, first_versions(batch.events, key), who, now))
     resolution = resolve_versions(batch.events, _existing_events(conn, spec), key)
     _execute_many(conn, f'DELETE FROM _stg_events WHERE "{key}" = :k', resolution.keep_out)
-    displaced_entities: list[str] = []
-    for chunk in _chunks(resolution.displaced):
-        params = {f"k{i}": k for i, k in enumerate(chunk)}
-        displaced_entities += conn.execute(text(
-            f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
-            f'WHERE "{key}" IN ({", ".join(":" + p for p in params)})'), params).scalars().all()
-    _quarantine_from_bronze(conn, spec, resolution.displaced, f"{key}: differs from an earlier delivery", now)
-    # Rows replaced by the earlier delivery: a conflicting later version, or the same content delivered later.
-    _execute_many(conn, f'DELETE FROM {spec.bronze_table} WHERE "{key}" = :k',
-                  resolution.displaced + resolution.relineage)
+    replaced = resolution.displaced + resolution.relineage
+    displaced_entities = _entities_of(conn, spec, resolution.displaced)
+    if replaced:
+        # the later delivery leaves bronze but stays on record as a copy
+        _stage_keys(conn, "_stg_replaced", replaced)
+        _copy_bronze_rows_to_redelivery(conn, spec, "_stg_replaced")
+        conn.exec_driver_sql(f'DELETE FROM {spec.bronze_table} WHERE "{key}" IN (SELECT event_id FROM _stg_replaced)')
     bronze_columns = ", ".join(f'"{c.name}"' for c in BRONZE[spec.name].columns)
     conn.exec_driver_sql(
         f"INSERT INTO {spec.bronze_table} ({bronze_columns}) SELECT {bronze_columns} FROM _stg_events "
@@ -323,14 +373,20 @@ def write_partition(
         accepted.filter(pl.col(key).is_in(resolution.displaced))[spec.entity_key].to_list())
     rebuild_silver(conn, spec, sorted(touched), now)
 
+    touched_keys = sorted(set(resolution.copies[key].to_list()) | set(replaced))
+    if touched_keys:
+        _insert_copies(conn, spec, resolution.copies, who)
+        _stage_keys(conn, "_stg_touched", touched_keys)
+        derive_conflicts(conn, spec, "_stg_touched", now)
+
     lost_rows = resolution.conflicting.select(
         pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
         pl.col("_line_number").alias("line_number"),
         pl.lit(QuarantineReason.CONFLICTING_DUPLICATE.value).alias("reason_code"),
-        pl.lit(f"{key}: differs from the earliest delivery of this event").alias("detail"),
+        pl.lit(f"{key}: content differs from the earliest delivery of this event").alias("detail"),
         pl.col(key).alias("event_id"), pl.col("_raw_payload").alias("raw_payload"),
     )
     rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])
-    result.quarantine_inserted = insert_quarantine(conn, spec, rejected, who, now)
+    result.quarantine_inserted = insert_quarantine(conn, spec, batch.quarantine, who, now)
     _drop_stages(conn)
     return result, rejected
