@@ -1,0 +1,72 @@
+"""Manifest validation: schema, business rules, asset fingerprints; errors name file, line and field."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import InputError
+from tasks.manifests import batch_id_for, discover_manifests, partition_manifests, source_fingerprint
+
+D14 = date(2026, 4, 14)
+MANIFEST = "tickets-2026-04-14-a.json"
+
+
+def _edit(sample_dir: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    path = sample_dir / MANIFEST
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def test_shipped_manifests_are_valid(sample_dir: Path) -> None:
+    manifests = discover_manifests(sample_dir)
+    assert sorted(m.manifest_id for m in manifests) == [
+        "tickets-2026-04-14-a", "tickets-2026-04-16-a", "tickets-2026-04-17-a", "tickets-2026-04-17-b"]
+    assert [m.manifest_id for m in partition_manifests(sample_dir, "tickets", date(2026, 4, 17))] == [
+        "tickets-2026-04-17-a", "tickets-2026-04-17-b"]
+
+
+def test_changed_source_is_rejected_naming_the_sha256_line(sample_dir: Path) -> None:
+    source = sample_dir / "sources/tickets/2026-04-14/events.jsonl"
+    source.write_text(source.read_text().replace("Refund request", "Refund requested"))
+    with pytest.raises(InputError) as err:
+        partition_manifests(sample_dir, "tickets", D14)
+    assert err.value.field == "assets[0].sha256" and err.value.line == 12
+    assert err.value.reason_code == "source_fingerprint_changed"
+
+
+def test_wrong_record_count_is_rejected(sample_dir: Path) -> None:
+    _edit(sample_dir, lambda m: m["assets"][0].update(record_count=9))
+    with pytest.raises(InputError, match=r"assets\[0\]\.record_count: declared 9 records but .* has 8"):
+        partition_manifests(sample_dir, "tickets", D14)
+
+
+def test_uri_escaping_the_manifest_root_is_rejected(sample_dir: Path) -> None:
+    _edit(sample_dir, lambda m: m["assets"][0].update(uri="../../outside.jsonl"))
+    with pytest.raises(InputError, match=r"assets\[0\]\.uri: '../../outside.jsonl' escapes"):
+        partition_manifests(sample_dir, "tickets", D14)
+
+
+def test_schema_error_names_line_and_field(sample_dir: Path) -> None:
+    path = _edit(sample_dir, lambda m: m["assets"][0].update(format="xml"))
+    with pytest.raises(InputError) as err:
+        discover_manifests(sample_dir)
+    assert str(err.value) == f"{path}:11: assets[0].format: 'xml' is not one of ['jsonl', 'csv', 'parquet']"
+
+
+def test_missing_field_is_named(sample_dir: Path) -> None:
+    _edit(sample_dir, lambda m: m.pop("produced_at"))
+    with pytest.raises(InputError, match="produced_at: 'produced_at' is a required property"):
+        discover_manifests(sample_dir)
+
+
+def test_same_inputs_are_the_same_batch(sample_dir: Path) -> None:
+    """The batch id is a function of (dataset, partition, fingerprint): reruns reuse it."""
+    first = partition_manifests(sample_dir, "tickets", D14)
+    again = partition_manifests(sample_dir, "tickets", D14)
+    assert batch_id_for("tickets", D14, source_fingerprint(first)) == batch_id_for("tickets", D14, source_fingerprint(again))
