@@ -1,0 +1,73 @@
+"""The `datafactory` command as a user runs it: exit codes, one-line errors, clean demo output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def datafactory(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_"))}
+    env.update(
+        PREFECT_HOME=str(workspace / "prefect-home"),
+        FACTORY_MANIFEST_DIR=str(workspace / "manifests"),
+        FACTORY_DATABASE_URL=f"sqlite:///{workspace / 'warehouse.db'}",
+        FACTORY_REPORT_DIR=str(workspace / "reports"),
+        PYTHONPATH=str(REPO),
+    )
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=workspace, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def workspace(sample_dir: Path) -> Path:
+    return sample_dir.parent
+
+
+def test_demo_prints_every_partition_and_is_clean(workspace: Path) -> None:
+    """`datafactory demo` exits 0 with the per-partition table; Prefect prints no errors or tracebacks."""
+    first = datafactory(workspace, "demo")
+    assert first.returncode == 0, first.stderr
+    lines = {line.split()[0]: line.split()[1] for line in first.stdout.splitlines() if line.startswith("2026-")}
+    assert lines == {"2026-04-14": "succeeded", "2026-04-16": "succeeded", "2026-04-17": "succeeded",
+                     "2026-04-15:": "no"}
+    for noise in ("Traceback", "ERROR", "telemetry"):
+        assert noise not in first.stdout + first.stderr
+
+    again = datafactory(workspace, "demo", "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert [p["status"] for p in report["partitions"]] == ["skipped", "skipped", "skipped"]
+    assert report["no_input"] == ["2026-04-15"]
+
+
+def test_changed_source_exits_2_with_one_line_and_writes_nothing(workspace: Path) -> None:
+    source = workspace / "manifests/sources/tickets/2026-04-14/events.jsonl"
+    source.write_text(source.read_text().replace("Refund request", "Refund requested"))
+    result = datafactory(workspace, "run", "--partition", "2026-04-14")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"datafactory: {workspace / 'manifests/tickets-2026-04-14-a.json'}:12: assets[0].sha256: declared "
+        "c14aa4ac44e8… but sources/tickets/2026-04-14/events.jsonl has 12238778db9d… [source_fingerprint_changed]"]
+    assert not (workspace / "warehouse.db").exists()
+
+
+def test_uri_escaping_the_root_exits_2(workspace: Path) -> None:
+    path = workspace / "manifests/tickets-2026-04-16-a.json"
+    path.write_text(path.read_text().replace("sources/tickets/2026-04-16/events.jsonl", "../../etc/passwd"))
+    result = datafactory(workspace, "manifests", "validate", str(workspace / "manifests"))
+    assert result.returncode == 2
+    assert "tickets-2026-04-16-a.json:10: assets[0].uri: '../../etc/passwd' escapes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_date_is_a_usage_error(workspace: Path) -> None:
+    result = datafactory(workspace, "run", "--partition", "2026-13-01")
+    assert result.returncode == 2 and "is not a date" in result.stderr
