@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,25 +64,6 @@ def delivery_prefix(manifest: SourceManifest, asset_index: int) -> str:
     produced = manifest.produced_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     # space sorts below every character a manifest id may hold, so the key orders like the tuple
     return f"{manifest.partition_key.isoformat()} {produced} {manifest.manifest_id} {asset_index:04d} "
-
-
-def _jsonl_lines(data: bytes) -> Iterator[tuple[int, str | None, Any]]:
-    """(line number, raw text, parsed object or an error string) for every non-blank line."""
-    for line_number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        line = line.rstrip(b"\r")
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield line_number, line.decode("utf-8", errors="replace"), "not valid UTF-8"
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield line_number, text, f"not valid JSON: {exc}"
-            continue
-        yield line_number, text, obj if isinstance(obj, dict) else f"a JSON {type(obj).__name__}, not an object"
 
 
 def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[tuple[int, str | None, Any]]:
@@ -150,13 +132,101 @@ def _columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> t
     return columns, ["; ".join(e) if e else None for e in errors]
 
 
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _suspect_patterns(spec: DatasetSpec) -> tuple[str, list[tuple[str, str]]]:
+    """Regexes that flag lines whose JSON types Polars would silently coerce.
+
+    A string field whose value does not start with a quote or null, or a list field that is not a
+    list of strings and nulls, sends the line to the exact per-record path. Flags may be false
+    alarms (that path then finds nothing); a wrong type is never missed, because a top-level key
+    is always followed by its value.
+    """
+    strings = "|".join(re.escape(f.name) for f in spec.fields if f.kind is not FieldKind.STRING_LIST)
+    scalar = rf'"(?:{strings})"\s*:\s*[^"\sn]'
+    item = rf"(?:{_JSON_STRING}|null)"
+    lists = [(rf'"{re.escape(f.name)}"\s*:', rf'"{re.escape(f.name)}"\s*:\s*(?:null|\[\s*(?:{item}\s*(?:,\s*{item}\s*)*)?\])')
+             for f in spec.fields if f.kind is FieldKind.STRING_LIST]
+    return scalar, lists
+
+
+def _exact_rows(numbered: list[tuple[int, bytes]]) -> Iterator[tuple[int, str | None, Any]]:
+    """Per-line parsing for the lines the bulk decoder cannot be trusted with."""
+    for line_number, line in numbered:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield line_number, line.decode("utf-8", errors="replace"), f"not valid JSON: {exc}"
+            continue
+        text = line.decode("utf-8")
+        yield line_number, text, obj if type(obj) is dict else f"a JSON {type(obj).__name__}, not an object"
+
+
+def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
+                data: bytes) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """JSONL: Polars decodes trustworthy lines in bulk; malformed or oddly typed lines go one by one.
+
+    Polars alone would coerce a number into a string column and fail a whole file on one bad line,
+    so suspect lines (see `_suspect_patterns`) and, if the bulk decode fails, the whole file take the
+    exact path, where every record gets its own verdict and line number.
+    """
+    numbered = [(n, line[:-1] if line.endswith(b"\r") else line)
+                for n, line in enumerate(data.split(b"\n"), start=1) if line and not line.isspace()]
+    raw = pl.Series("_raw_payload", [line for _, line in numbered], dtype=pl.Binary).cast(pl.String, strict=False)
+    scalar, lists = _suspect_patterns(spec)
+    suspect = raw.is_null() | raw.str.contains(scalar)
+    for key_pattern, valid_pattern in lists:
+        suspect = suspect | (raw.str.count_matches(key_pattern) != raw.str.count_matches(valid_pattern))
+    trusted = (~suspect.fill_null(True)).to_list()
+    fast = [pair for pair, ok in zip(numbered, trusted) if ok]
+    decoded = None
+    if fast:
+        try:
+            decoded = pl.read_ndjson(io.BytesIO(b"\n".join(line for _, line in fast)), schema=raw_schema(spec))
+        except (pl.exceptions.PolarsError, ValueError):
+            decoded = None  # a malformed line somewhere: every line takes the exact path
+        if decoded is not None and decoded.height != len(fast):
+            decoded = None
+    if decoded is None:
+        fast, slow = [], numbered
+    else:
+        slow = [pair for pair, ok in zip(numbered, trusted) if not ok]
+    frames, malformed = _frames_from_rows(spec, manifest, asset_index, _exact_rows(slow))
+    if fast:
+        lines = [n for n, _ in fast]
+        payload = raw.filter(pl.Series(trusted)) if len(fast) != len(numbered) else raw
+        frames.append(_with_lineage(decoded.with_columns(payload), manifest, asset_index, lines, None))
+    return frames, malformed
+
+
+def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: int, lines: list[int],
+                  type_errors: list[str | None] | None) -> pl.DataFrame:
+    asset = manifest.assets[asset_index]
+    line_numbers = pl.Series("_line_number", lines, dtype=pl.Int64)
+    return frame.with_columns(
+        pl.lit(manifest.manifest_id).alias("_manifest_id"),
+        pl.lit(asset.uri).alias("_source_uri"),
+        line_numbers,
+        (pl.lit(delivery_prefix(manifest, asset_index)) + line_numbers.cast(pl.String).str.zfill(10)).alias("_delivery_key"),
+        pl.Series("_type_errors", type_errors if type_errors is not None else [None] * len(lines), dtype=pl.String),
+    ).select([*frame.columns[: frame.columns.index("_raw_payload")], *LINEAGE_SCHEMA])
+
+
 def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int, path: Path) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """Frames of parsed records (chunked) and a frame of malformed ones for one asset."""
     asset = manifest.assets[asset_index]
     data = path.read_bytes()
-    rows = {"jsonl": lambda: _jsonl_lines(data), "csv": lambda: _csv_rows(data, spec),
-            "parquet": lambda: _parquet_rows(data)}[asset.format]()
-    prefix = delivery_prefix(manifest, asset_index)
+    if asset.format == "jsonl":
+        return _read_jsonl(spec, manifest, asset_index, data)
+    rows = _csv_rows(data, spec) if asset.format == "csv" else _parquet_rows(data)
+    return _frames_from_rows(spec, manifest, asset_index, rows)
+
+
+def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
+                      rows: Iterator[tuple[int, str | None, Any]]) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """The exact per-record path: (line, raw text, object or error) rows into frames, chunk by chunk."""
+    asset = manifest.assets[asset_index]
     frames: list[pl.DataFrame] = []
     malformed: list[dict[str, Any]] = []
     chunk_lines: list[int] = []
@@ -168,14 +238,8 @@ def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int, pa
             return
         columns, type_errors = _columns_from_objects(spec, chunk_objects)
         frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
-            pl.lit(manifest.manifest_id).alias("_manifest_id"),
-            pl.lit(asset.uri).alias("_source_uri"),
-            pl.Series("_line_number", chunk_lines, dtype=pl.Int64),
-            pl.Series("_raw_payload", chunk_text, dtype=pl.String),
-            (pl.lit(prefix) + pl.Series(chunk_lines).cast(pl.String).str.zfill(10)).alias("_delivery_key"),
-            pl.Series("_type_errors", type_errors, dtype=pl.String),
-        )
-        frames.append(frame)
+            pl.Series("_raw_payload", chunk_text, dtype=pl.String))
+        frames.append(_with_lineage(frame, manifest, asset_index, chunk_lines, type_errors))
         chunk_lines.clear(), chunk_text.clear(), chunk_objects.clear()
 
     for line_number, text, parsed in rows:

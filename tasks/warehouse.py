@@ -27,7 +27,7 @@ from tasks.validate import ValidatedBatch, partition_window
 
 log = logging.getLogger(__name__)
 
-COPY_CHUNK_ROWS = 200_000
+COPY_CHUNK_ROWS = 20_000
 LOCK_TIMEOUT_S = 600
 
 
@@ -99,6 +99,17 @@ def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
     return frame.select(exprs)
 
 
+def _copy_text(rows: pl.DataFrame) -> str:
+    """Rows in COPY's text format: tab-separated, \\N for null, backslash escapes in values."""
+    escaped = rows.with_columns(
+        pl.col(pl.String).str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all("\t", "\\t", literal=True)
+        .str.replace_all("\n", "\\n", literal=True)
+        .str.replace_all("\r", "\\r", literal=True)
+    )
+    return escaped.write_csv(include_header=False, separator="\t", quote_style="never", null_value="\\N")
+
+
 def stage(conn: Connection, spec: DatasetSpec | None, name: str, like: str, frame: pl.DataFrame) -> None:
     """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
     columns = ", ".join(f'"{c}"' for c in frame.columns)
@@ -108,9 +119,10 @@ def stage(conn: Connection, spec: DatasetSpec | None, name: str, like: str, fram
     rows = _sql_text_frame(frame, postgres)
     if postgres:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+        # Small chunks let the server parse one while we format the next (two cores, both busy).
+        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
             for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-                copy.write(rows.slice(offset, COPY_CHUNK_ROWS).write_csv(include_header=False))
+                copy.write(_copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
     else:
         marks = ", ".join("?" for _ in frame.columns)
         for offset in range(0, rows.height, COPY_CHUNK_ROWS):

@@ -216,3 +216,26 @@ def test_concurrent_runs_of_one_partition_serialize_and_name_the_holder(warehous
     assert second_result.skipped is True
     assert second_result.waited_for is not None and second_result.waited_for.startswith("run ")
     assert len(data_tables(warehouse_url)["bronze"]) == 8
+
+
+def test_text_with_escapes_round_trips(warehouse_url: str, tmp_path: Path) -> None:
+    """Tabs, newlines, backslashes, quotes and unicode in values survive staging on both databases."""
+    import json
+    from datetime import datetime, timezone
+    from tasks.generate import write_manifest
+
+    body = 'line one\nline\ttwo \\ "quoted" — ünïcode \\N'
+    record = {"event_id": "E-1", "ticket_id": "TCK-000001", "event_type": "created",
+              "created_at": "2026-04-17T08:00:00Z", "updated_at": "2026-04-17T09:00:00Z", "status": "new",
+              "priority": "low", "channel": "web", "customer_id": "C-1", "subject": "tab\there",
+              "body": body, "product_line": None, "tags": ["a\\b", "c\"d"]}
+    source = tmp_path / "d" / "sources" / "e.jsonl"
+    source.parent.mkdir(parents=True)
+    line = json.dumps(record, ensure_ascii=False)
+    source.write_text(line + "\n")
+    write_manifest(tmp_path / "d", "m", "tickets", D17, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [source])
+    ingest(warehouse_url, tmp_path / "d", D17)
+    row = silver_rows(warehouse_url)["TCK-000001"]
+    assert (row["body"], row["subject"], json.loads(row["tags"])) == (body, "tab\there", ["a\\b", "c\"d"])
+    bronze = data_tables(warehouse_url)["bronze"][0]
+    assert line in bronze
