@@ -24,7 +24,7 @@ class Resolution:
     duplicate_in_batch: int  # further records with the winner's content
     bronze_inserted: int  # keys whose winner is new to bronze (or displaces a later version)
     bronze_existing: int  # keys whose winning content is already in bronze
-    keep_out: list[str]  # keys staged from the batch that must not be written (bronze wins)
+    bronze_kept: list[str]  # keys whose existing bronze row is the earliest delivery: not written
     displaced: list[str]  # keys whose bronze row is a later, conflicting version: move it to quarantine
     relineage: list[str]  # keys whose bronze row has the same content, first delivered later: rewrite lineage
     copies: pl.DataFrame  # batch records that are not their key's bronze row (duplicates and conflicts)
@@ -65,7 +65,7 @@ def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) ->
         duplicate_in_batch=winning.height - accepted.height,
         bronze_inserted=accepted.height - existing_count,
         bronze_existing=existing_count,
-        keep_out=keys.filter(pl.col("bronze_wins") & (pl.col("new_hash") != pl.col("old_hash")))["key"].to_list(),
+        bronze_kept=keys.filter(pl.col("bronze_wins"))["key"].to_list(),
         displaced=keys.filter(~pl.col("bronze_wins") & pl.col("old_hash").is_not_null()
                               & (pl.col("old_hash") != pl.col("new_hash")))["key"].to_list(),
         relineage=keys.filter(~pl.col("bronze_wins") & (pl.col("old_hash") == pl.col("new_hash")))["key"].to_list(),

@@ -171,37 +171,42 @@ def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
     so suspect lines (see `_suspect_patterns`) and, if the bulk decode fails, the whole file take the
     exact path, where every record gets its own verdict and line number.
     """
-    numbered = [(n, line[:-1] if line.endswith(b"\r") else line)
-                for n, line in enumerate(data.split(b"\n"), start=1) if line and not line.isspace()]
-    raw = pl.Series("_raw_payload", [line for _, line in numbered], dtype=pl.Binary).cast(pl.String, strict=False)
+    # Invalid UTF-8 becomes null here and takes the exact path, which reports it as malformed.
+    lines = (
+        pl.DataFrame({"_raw_payload": pl.Series(data.split(b"\n"), dtype=pl.Binary)})
+        .with_row_index("_line_number", offset=1)
+        .with_columns(pl.col("_line_number").cast(pl.Int64),
+                      pl.col("_raw_payload").cast(pl.String, strict=False).str.strip_suffix("\r"))
+        .filter(pl.col("_raw_payload").is_null() | (pl.col("_raw_payload").str.strip_chars() != ""))
+    )
     scalar, lists = _suspect_patterns(spec)
-    suspect = raw.is_null() | raw.str.contains(scalar)
+    suspect = pl.col("_raw_payload").str.contains(scalar)
     for key_pattern, valid_pattern in lists:
-        suspect = suspect | (raw.str.count_matches(key_pattern) != raw.str.count_matches(valid_pattern))
-    trusted = (~suspect.fill_null(True)).to_list()
-    fast = [pair for pair, ok in zip(numbered, trusted) if ok]
+        suspect = suspect | (pl.col("_raw_payload").str.count_matches(key_pattern)
+                             != pl.col("_raw_payload").str.count_matches(valid_pattern))
+    lines = lines.with_columns(suspect.fill_null(True).alias("_suspect"))
+    fast = lines.filter(~pl.col("_suspect"))
     decoded = None
-    if fast:
+    if fast.height:
+        payload = data if fast.height == lines.height else fast["_raw_payload"].str.join("\n").item().encode()
         try:
-            decoded = pl.read_ndjson(io.BytesIO(b"\n".join(line for _, line in fast)), schema=raw_schema(spec))
+            decoded = pl.read_ndjson(io.BytesIO(payload), schema=raw_schema(spec))
         except (pl.exceptions.PolarsError, ValueError):
             decoded = None  # a malformed line somewhere: every line takes the exact path
-        if decoded is not None and decoded.height != len(fast):
+        if decoded is not None and decoded.height != fast.height:
             decoded = None
-    if decoded is None:
-        fast, slow = [], numbered
-    else:
-        slow = [pair for pair, ok in zip(numbered, trusted) if not ok]
-    frames, malformed = _frames_from_rows(spec, manifest, asset_index, _exact_rows(slow))
-    if fast:
-        lines = [n for n, _ in fast]
-        payload = raw.filter(pl.Series(trusted)) if len(fast) != len(numbered) else raw
-        frames.append(_with_lineage(decoded.with_columns(payload), manifest, asset_index, lines, None))
+    slow = lines if decoded is None else lines.filter(pl.col("_suspect"))
+    physical = data.split(b"\n") if slow.height else []
+    numbered = [(n, physical[n - 1].rstrip(b"\r")) for n in slow["_line_number"].to_list()]
+    frames, malformed = _frames_from_rows(spec, manifest, asset_index, _exact_rows(numbered))
+    if decoded is not None and fast.height:
+        frames.append(_with_lineage(decoded.with_columns(fast["_raw_payload"]), manifest, asset_index,
+                                    fast["_line_number"], None))
     return frames, malformed
 
 
-def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: int, lines: list[int],
-                  type_errors: list[str | None] | None) -> pl.DataFrame:
+def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: int,
+                  lines: list[int] | pl.Series, type_errors: list[str | None] | None) -> pl.DataFrame:
     asset = manifest.assets[asset_index]
     line_numbers = pl.Series("_line_number", lines, dtype=pl.Int64)
     return frame.with_columns(

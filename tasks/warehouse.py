@@ -14,13 +14,13 @@ from typing import Callable
 
 import polars as pl
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.reason_codes import QuarantineReason
 from schemas.tables import BRONZE, SILVER, quarantine as quarantine_table
 from tasks.database import is_postgres
-from tasks.errors import PartitionLockedError
+from tasks.errors import PartitionLockedError, TransientError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.validate import ValidatedBatch, partition_window
@@ -101,12 +101,14 @@ def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
 
 def _copy_text(rows: pl.DataFrame) -> str:
     """Rows in COPY's text format: tab-separated, \\N for null, backslash escapes in values."""
+    special = rows.select(pl.col(pl.String).str.contains(r"[\\\t\n\r]").any())
+    needs = [name for name, flag in special.row(0, named=True).items() if flag] if special.width else []
     escaped = rows.with_columns(
-        pl.col(pl.String).str.replace_all("\\", "\\\\", literal=True)
+        pl.col(needs).str.replace_all("\\", "\\\\", literal=True)
         .str.replace_all("\t", "\\t", literal=True)
         .str.replace_all("\n", "\\n", literal=True)
         .str.replace_all("\r", "\\r", literal=True)
-    )
+    ) if needs else rows
     return escaped.write_csv(include_header=False, separator="\t", quote_style="never", null_value="\\N")
 
 
@@ -115,6 +117,12 @@ def stage(conn: Connection, spec: DatasetSpec | None, name: str, like: str, fram
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
+    bulk_load(conn, name, frame)
+
+
+def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
+    """Append a frame to a table: COPY on PostgreSQL, executemany on SQLite."""
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
     postgres = is_postgres(conn.engine)
     rows = _sql_text_frame(frame, postgres)
     if postgres:
@@ -158,12 +166,6 @@ def _existing_events(conn: Connection, spec: DatasetSpec) -> pl.DataFrame:
 
 def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
     return [keys[i:i + size] for i in range(0, len(keys), size)]
-
-
-def _execute_many(conn: Connection, sql: str, keys: list[str]) -> None:
-    if keys:
-        conn.exec_driver_sql(sql.replace(":k", "%(k)s" if is_postgres(conn.engine) else "?"),
-                             [{"k": k} for k in keys] if is_postgres(conn.engine) else [(k,) for k in keys])
 
 
 def _stage_keys(conn: Connection, name: str, keys: list[str]) -> None:
@@ -348,10 +350,9 @@ def write_partition(
         return result, batch.quarantine.head(0)
 
     key = spec.event_key
-    stage(conn, spec, "_stg_events", spec.bronze_table,
-          _bronze_frame(spec, first_versions(batch.events, key), who, now))
+    first = first_versions(batch.events, key)
+    stage(conn, spec, "_stg_events", spec.bronze_table, first.select(key, "_content_hash", "_delivery_key"))
     resolution = resolve_versions(batch.events, _existing_events(conn, spec), key)
-    _execute_many(conn, f'DELETE FROM _stg_events WHERE "{key}" = :k', resolution.keep_out)
     replaced = resolution.displaced + resolution.relineage
     displaced_entities = _entities_of(conn, spec, resolution.displaced)
     if replaced:
@@ -359,11 +360,15 @@ def write_partition(
         _stage_keys(conn, "_stg_replaced", replaced)
         _copy_bronze_rows_to_redelivery(conn, spec, "_stg_replaced")
         conn.exec_driver_sql(f'DELETE FROM {spec.bronze_table} WHERE "{key}" IN (SELECT event_id FROM _stg_replaced)')
-    bronze_columns = ", ".join(f'"{c.name}"' for c in BRONZE[spec.name].columns)
-    conn.exec_driver_sql(
-        f"INSERT INTO {spec.bronze_table} ({bronze_columns}) SELECT {bronze_columns} FROM _stg_events "
-        f'WHERE true ON CONFLICT ("{key}") DO NOTHING'
-    )
+    # Under the partition lock, which keys bronze lacks was decided against a staged key list, so the
+    # winning rows go straight in: one write of the wide rows instead of staging them and copying again.
+    winning = first.filter(~pl.col(key).is_in(pl.Series(resolution.bronze_kept, dtype=pl.String).implode()))
+    try:
+        bulk_load(conn, spec.bronze_table, _bronze_frame(spec, winning, who, now))
+    except IntegrityError as exc:
+        raise TransientError(
+            f"{spec.bronze_table}: another partition's run wrote some of these events first; retry resolves it"
+        ) from exc
     result.bronze_inserted = resolution.bronze_inserted
     result.bronze_existing = resolution.bronze_existing
     result.bronze_displaced = len(resolution.displaced)
