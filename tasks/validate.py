@@ -16,6 +16,7 @@ from schemas.tickets import parse_utc
 from tasks.read import QUARANTINE_SCHEMA, RawBatch
 
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
+HASH_CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -80,7 +81,10 @@ def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
             [pl.col(n).dt.strftime(CANONICAL_TS) if n in timestamps else pl.col(n) for n in spec.field_names]
         ).struct.json_encode()
     ).to_series()
-    hashes = [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in canonical.to_list()]
+    hashes: list[str] = []
+    for offset in range(0, canonical.len(), HASH_CHUNK_ROWS):  # bounded: no million strings at once
+        hashes += [hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+                   for text in canonical.slice(offset, HASH_CHUNK_ROWS).to_list()]
     return typed.with_columns(pl.Series("_content_hash", hashes, dtype=pl.String))
 
 

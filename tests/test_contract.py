@@ -48,6 +48,16 @@ def test_unparseable_lines_are_quarantined_with_their_line_numbers(tmp_path: Pat
     assert (batch.total, batch.events.height) == (4, 2)
 
 
+def test_invalid_utf8_line_is_malformed_and_the_rest_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "sources" / "events.jsonl"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(json.dumps(event()).encode() + b"\n\xff\xfe{}\n" + json.dumps(event(event_id="E-2")).encode() + b"\n")
+    write_manifest(tmp_path, "m-1", "tickets", DAY, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [source])
+    batch = validate_batch(SPEC, read_manifests(SPEC, partition_manifests(tmp_path, "tickets", DAY), tmp_path), DAY)
+    assert [(line, code) for line, code, _ in reasons(batch)] == [(2, "malformed_record")]
+    assert batch.events["event_id"].to_list() == ["E-1", "E-2"]
+
+
 def test_utc_offsets_and_fractions_are_accepted(tmp_path: Path) -> None:
     batch = deliver(tmp_path, [
         json.dumps(event(created_at="2026-04-17T08:00:00.123456+00:00", updated_at="2026-04-17T09:00:00.5Z")),
