@@ -58,6 +58,12 @@ class DatasetSpec:
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)
 
+    @property
+    def bronze_fields(self) -> list[FieldSpec]:
+        """Typed columns bronze keeps beside the raw payload: just what keys and ordering need."""
+        wanted = {self.event_key, self.entity_key, self.ordering_column}
+        return [f for f in self.fields if f.name in wanted]
+
     def silver_name(self, bronze_column: str) -> str:
         return self.silver_renames.get(bronze_column, bronze_column)
 

@@ -48,10 +48,11 @@ def _lineage() -> list[Column]:
 
 
 def _bronze(spec: DatasetSpec) -> Table:
+    """Bronze is the raw layer: the payload as delivered, plus the typed keys that dedup and ordering need."""
     columns = [
-        Column(f.name, KeyString if f.name == spec.event_key else _column_type(f.kind),
+        Column(f.name, KeyString if f.name in (spec.event_key, spec.entity_key) else _column_type(f.kind),
                primary_key=f.name == spec.event_key, nullable=f.nullable)
-        for f in spec.fields
+        for f in spec.bronze_fields
     ]
     return Table(
         spec.bronze_table,

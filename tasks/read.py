@@ -110,7 +110,7 @@ def _python_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[str | None]]:
+def columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[str | None]]:
     """Column lists for the raw schema; a value of the wrong JSON type becomes null plus a type error."""
     errors: list[list[str] | None] = [None] * len(objects)
     columns: dict[str, list[Any]] = {}
@@ -271,7 +271,7 @@ def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: 
     def flush() -> None:
         if not chunk_objects:
             return
-        columns, type_errors = _columns_from_objects(spec, chunk_objects)
+        columns, type_errors = columns_from_objects(spec, chunk_objects)
         frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
             pl.Series("_raw_payload", chunk_text, dtype=pl.String))
         frames.append(_with_lineage(frame, manifest, asset_index, chunk_lines, type_errors))

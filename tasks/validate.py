@@ -13,7 +13,9 @@ import polars as pl
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.reason_codes import QuarantineReason
 from schemas.tickets import parse_utc
-from tasks.read import QUARANTINE_SCHEMA, RawBatch
+import orjson
+
+from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, raw_schema
 
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
 HASH_CHUNK_ROWS = 100_000
@@ -86,6 +88,15 @@ def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
         hashes += [hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
                    for text in canonical.slice(offset, HASH_CHUNK_ROWS).to_list()]
     return typed.with_columns(pl.Series("_content_hash", hashes, dtype=pl.String))
+
+
+def typed_from_payloads(spec: DatasetSpec, payloads: list[str]) -> pl.DataFrame:
+    """Typed fields of already-accepted raw payloads (bronze keeps the payload, silver needs the fields)."""
+    objects = [orjson.loads(p) for p in payloads]
+    columns, _ = columns_from_objects(spec, objects)
+    timestamps = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP]
+    frame = pl.DataFrame(columns, schema=raw_schema(spec))
+    return frame.with_columns(parse_utc(name).alias(name) for name in timestamps)
 
 
 def _quarantine_rows(frame: pl.DataFrame, spec: DatasetSpec, reason: QuarantineReason, detail: pl.Expr) -> pl.DataFrame:

@@ -23,7 +23,7 @@ from tasks.database import is_postgres
 from tasks.errors import PartitionLockedError, TransientError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
-from tasks.validate import ValidatedBatch, partition_window
+from tasks.validate import ValidatedBatch, partition_window, typed_from_payloads
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
 
 
 def _drop_stages(conn: Connection) -> None:
-    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies"):
+    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies",
+                 "_stg_rebuilt"):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -293,19 +294,28 @@ def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now
     """Recompute silver rows of some entities from bronze: the greatest event of each, or no row."""
     if not entities:
         return
-    table = SILVER[spec.name]
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
-    source = {spec.silver_name(f.name): f'"{f.name}"' for f in spec.fields}
-    source.update({"_partition_key": "_partition_key", "_batch_id": "_batch_id",
-                   "_manifest_id": "_manifest_id", "_ingested_at": ":now"})
-    names = ", ".join(f'"{c.name}"' for c in table.columns)
-    picks = ", ".join(source[c.name] for c in table.columns)
+    winners = []
     for value in entities:
         conn.execute(text(f'DELETE FROM {spec.silver_table} WHERE "{entity}" = :v'), {"v": value})
-        conn.execute(text(
-            f"INSERT INTO {spec.silver_table} ({names}) SELECT {picks} FROM {spec.bronze_table} "
-            f'WHERE "{entity}" = :v ORDER BY "{order}" DESC, "{key}" DESC LIMIT 1'
-        ), {"v": value, "now": now})
+        row = conn.execute(text(
+            f"SELECT _raw_payload, _partition_key, _batch_id, _manifest_id FROM {spec.bronze_table} "
+            f'WHERE "{entity}" = :v ORDER BY "{order}" DESC, "{key}" DESC LIMIT 1'), {"v": value}).first()
+        if row is not None:
+            winners.append(row)
+    if not winners:
+        return
+    typed = typed_from_payloads(spec, [w._raw_payload for w in winners])
+    rows = typed.select(
+        *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
+        pl.Series("_partition_key", [w._partition_key for w in winners], dtype=pl.String),
+        pl.Series("_batch_id", [w._batch_id for w in winners], dtype=pl.String),
+        pl.Series("_manifest_id", [w._manifest_id for w in winners], dtype=pl.String),
+        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
+    )
+    stage(conn, spec, "_stg_rebuilt", spec.silver_table, rows)
+    names = ", ".join(f'"{c}"' for c in rows.columns)
+    conn.exec_driver_sql(f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_rebuilt")
 
 
 # --- quarantine ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -57,3 +58,11 @@ def quarantine_rows(url: str) -> list[dict[str, Any]]:
     with get_engine(url).connect() as conn:
         return [r._asdict() for r in conn.execute(select(quarantine).order_by(quarantine.c.source_uri,
                                                                               quarantine.c.line_number))]
+
+
+def bronze_payload(url: str, event_id: str) -> dict[str, Any]:
+    """The raw payload bronze keeps for an event, parsed."""
+    table = BRONZE["tickets"]
+    with get_engine(url).connect() as conn:
+        raw = conn.execute(select(table.c._raw_payload).where(table.c.event_id == event_id)).scalar_one()
+    return json.loads(raw)

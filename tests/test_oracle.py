@@ -125,7 +125,7 @@ def test_random_order_matches_the_oracle(warehouse_url: str, tmp_path: Path, see
 
     with get_engine(warehouse_url).connect() as conn:
         bronze_table = BRONZE["tickets"]
-        bronze = {r.event_id: (r.status, r.updated_at.replace(tzinfo=None), r._partition_key)
+        bronze = {r.event_id: (json.loads(r._raw_payload)["status"], r.updated_at.replace(tzinfo=None), r._partition_key)
                   for r in conn.execute(select(bronze_table))}
     oracle_bronze = {eid: (content[5], content[4].replace(tzinfo=None), partition)
                      for eid, (content, partition) in expected.bronze.items()}

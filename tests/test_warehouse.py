@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from schemas.tables import ingest_run, partition_state
 from tasks.database import get_engine
-from tests.helpers import DAYS, data_tables, ingest, quarantine_rows, silver_rows
+from tests.helpers import DAYS, bronze_payload, data_tables, ingest, quarantine_rows, silver_rows
 
 D14, D16, D17 = DAYS
 
@@ -122,8 +122,7 @@ def test_conflicting_duplicate_is_quarantined_not_overwritten(warehouse_url: str
     conflicts = [q for q in quarantine_rows(warehouse_url) if q["reason_code"] == "conflicting_duplicate"]
     assert [(q["event_id"], q["source_uri"], q["line_number"]) for q in conflicts] == [
         ("E-0005", "sources/tickets/2026-04-17/events-a.jsonl", 2)]
-    bronze = {r[0]: r for r in data_tables(warehouse_url)["bronze"]}
-    assert bronze["E-0005"][5] == "new"  # status column of the first delivery
+    assert bronze_payload(warehouse_url, "E-0005")["status"] == "new"  # the first delivery's content
 
 
 def test_earlier_delivery_processed_later_displaces_the_conflicting_version(warehouse_url: str, sample_dir: Path) -> None:
