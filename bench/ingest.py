@@ -4,8 +4,9 @@
 
 Generates N events as one JSONL partition, ingests it through the functions partition_flow's tasks
 wrap (manifest verification, read, contract validation, one transaction with staging + upserts),
-then measures the limit on the same file: Polars read_ndjson and binary-free COPY of the rows straight
-into empty copies of the bronze and silver tables (same keys, no validation, no conflict handling).
+then measures the limit on the same file: Polars read_ndjson and COPY of the rows straight into
+empty copies of the bronze table (its typed keys and the raw line) and the silver table (every typed
+field), with the same primary keys: no validation, no dedup, no conflict handling, no lineage.
 Prints rows/s for both, ratio = ours / limit, and peak RSS. Not a test: nothing is asserted.
 """
 
@@ -61,21 +62,25 @@ def limit(cluster_port: int, database: str, source: Path) -> float:
     """Parse with Polars and COPY straight into empty keyed copies of bronze and silver."""
     spec = get_dataset("tickets")
     started = time.perf_counter()
-    frame = pl.read_ndjson(source)
+    data = source.read_bytes()
+    frame = pl.read_ndjson(data)
     frame = frame.with_columns(pl.col("tags").list.join(","))  # flat text, as the tables store it
     silver = frame.sort("updated_at", "event_id", descending=True).unique("ticket_id", keep="first")
+    lines = pl.Series("_raw_payload", data.split(b"\n")[: frame.height], dtype=pl.Binary).cast(pl.String)
+    bronze_keys = [f.name for f in spec.bronze_fields]
+    bronze = frame.select(bronze_keys).with_columns(lines)
     with psycopg.connect(host="127.0.0.1", port=cluster_port, user="postgres", dbname=database) as conn:
-        fields = ", ".join(spec.field_names)
+        fields = ", ".join([*bronze_keys, "_raw_payload"])
         silver_fields = ", ".join(spec.silver_name(f) for f in spec.field_names)
         conn.execute(f"CREATE TABLE limit_bronze AS SELECT {fields} FROM {spec.bronze_table} WHERE false")
         conn.execute("ALTER TABLE limit_bronze ADD PRIMARY KEY (event_id)")
         conn.execute(f"CREATE TABLE limit_silver AS SELECT {silver_fields} FROM {spec.silver_table} WHERE false")
         conn.execute("ALTER TABLE limit_silver ADD PRIMARY KEY (ticket_id)")
-        for table, rows, rename in (("limit_bronze", frame, {}), ("limit_silver", silver,
+        for table, rows, rename in (("limit_bronze", bronze, {}), ("limit_silver", silver,
                                     {"event_id": "last_event_id", "event_type": "last_event_type"})):
             rows = rows.rename(rename)
             columns = ", ".join(rows.columns)
-            with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:  # noqa: S608
                 for offset in range(0, rows.height, 200_000):
                     copy.write(rows.slice(offset, 200_000).write_csv(include_header=False))
         conn.commit()

@@ -30,44 +30,51 @@ class Resolution:
     copies: pl.DataFrame  # batch records that are not their key's bronze row (duplicates and conflicts)
 
 
+def take(records: pl.DataFrame, mask: pl.Series) -> pl.DataFrame:
+    """The rows where `mask` holds; the frame itself, uncopied, when that is every row."""
+    return records if mask.all() else records.filter(mask)
+
+
 def first_versions(records: pl.DataFrame, key: str) -> pl.DataFrame:
-    """The batch's earliest record of each event key (what gets staged against bronze)."""
-    return records.sort("_delivery_key").unique(subset=[key], keep="first", maintain_order=True)
+    """The batch's earliest record of each event key; `records` are in delivery order."""
+    return take(records, records[key].is_first_distinct())
 
 
 def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) -> Resolution:
-    """Apply the earliest-delivery rule to a batch's valid records against existing bronze versions."""
-    records = records.sort("_delivery_key")
-    first = first_versions(records, key).select(pl.col(key).alias("key"), pl.col("_content_hash").alias("new_hash"),
-                                                pl.col("_delivery_key").alias("new_dk"))
+    """Apply the earliest-delivery rule to a batch's valid records against existing bronze versions.
+
+    `records` are in delivery order. Decisions are made on a narrow (key, hash, delivery key) frame;
+    the wide rows are only gathered, and not at all when every row is kept.
+    """
+    narrow = records.select(pl.col(key).alias("key"), pl.col("_content_hash").alias("hash"),
+                            pl.col("_delivery_key").alias("dk"))
+    first = narrow.filter(narrow["key"].is_first_distinct()).rename({"hash": "new_hash", "dk": "new_dk"})
     keys = first.join(existing, on="key", how="left").with_columns(
         bronze_wins=pl.col("old_dk").is_not_null() & (pl.col("old_dk") <= pl.col("new_dk")),
     ).with_columns(
         winner_hash=pl.when(pl.col("bronze_wins")).then(pl.col("old_hash")).otherwise(pl.col("new_hash")),
+        # after the write, each key's bronze row is the winner's earliest delivery
+        bronze_dk=pl.when(pl.col("bronze_wins")).then(pl.col("old_dk")).otherwise(pl.col("new_dk")),
     )
-    tagged = records.join(keys.select(pl.col("key").alias(key), "winner_hash"), on=key, how="left",
-                          maintain_order="left")
-    is_winner = pl.col("_content_hash") == pl.col("winner_hash")
-    winning = tagged.filter(is_winner)
-    accepted = winning.unique(subset=[key], keep="first", maintain_order=True)
-    conflicting = tagged.filter(~is_winner).drop("winner_hash")
-
-    # after the write, each key's bronze row is the winner's earliest delivery
-    bronze_dk = keys.select(pl.col("key").alias(key), pl.when(pl.col("bronze_wins")).then(pl.col("old_dk"))
-                            .otherwise(pl.col("new_dk")).alias("_delivery_key"))
-    copies = records.join(bronze_dk, on=[key, "_delivery_key"], how="anti", maintain_order="left")
+    tagged = narrow.join(keys.select("key", "winner_hash", "bronze_dk"), on="key", how="left",
+                         maintain_order="left").with_columns(is_winner=pl.col("hash") == pl.col("winner_hash"))
+    masks = tagged.select(
+        accepted=pl.col("is_winner") & (pl.col("is_winner").cast(pl.Int64).cum_sum().over("key") == 1),
+        conflicting=~pl.col("is_winner"),
+        copy=pl.col("dk") != pl.col("bronze_dk"),
+    )
+    accepted = take(records, masks["accepted"])
     in_bronze_same = keys.filter(pl.col("old_hash").is_not_null() & (pl.col("old_hash") == pl.col("winner_hash")))
-    accepted_keys = accepted[key]
-    existing_count = in_bronze_same.filter(pl.col("key").is_in(accepted_keys.implode())).height
+    existing_count = in_bronze_same.filter(pl.col("key").is_in(accepted[key].implode())).height
     return Resolution(
-        accepted=accepted.drop("winner_hash"),
-        conflicting=conflicting,
-        duplicate_in_batch=winning.height - accepted.height,
+        accepted=accepted,
+        conflicting=records.filter(masks["conflicting"]),
+        duplicate_in_batch=int(tagged["is_winner"].sum()) - accepted.height,
         bronze_inserted=accepted.height - existing_count,
         bronze_existing=existing_count,
         bronze_kept=keys.filter(pl.col("bronze_wins"))["key"].to_list(),
         displaced=keys.filter(~pl.col("bronze_wins") & pl.col("old_hash").is_not_null()
                               & (pl.col("old_hash") != pl.col("new_hash")))["key"].to_list(),
         relineage=keys.filter(~pl.col("bronze_wins") & (pl.col("old_hash") == pl.col("new_hash")))["key"].to_list(),
-        copies=copies,
+        copies=records.filter(masks["copy"]),
     )

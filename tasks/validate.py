@@ -15,6 +15,7 @@ from schemas.reason_codes import QuarantineReason
 from schemas.tickets import parse_utc
 import orjson
 
+from tasks.dedup import take
 from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, raw_schema
 
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
@@ -117,21 +118,24 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
     records = raw.records.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
     failures = contract_failures(spec, raw.records).rename({"index": "_row"})
     broken = records.join(failures, on="_row", how="inner")
-    passed = records.join(failures, on="_row", how="anti")
+    passed = take(records, ~records["_row"].is_in(failures["_row"].implode()))
 
     events = typed_events(spec, passed)
     is_future = pl.col(spec.partition_column) >= window_end
     future = events.filter(is_future)
-    events = events.filter(~is_future)
+    events = take(events, ~events.select(is_future.fill_null(False)).to_series())
 
-    events = events.sort("_delivery_key").drop("_row", "_type_errors")
+    if not events["_delivery_key"].is_sorted():  # the exact path's rows come first; restore delivery order
+        events = events.sort("_delivery_key")
+    events = events.drop("_row", "_type_errors")
     quarantine = pl.concat([
         raw.malformed,
         _quarantine_rows(broken, spec, QuarantineReason.SCHEMA_VIOLATION, pl.col("detail")),
         _quarantine_rows(future, spec, QuarantineReason.FUTURE_EVENT,
-                         pl.format("{}: {} is at or after the window end " + window_end.strftime(CANONICAL_TS),
-                                   pl.lit(spec.partition_column),
-                                   pl.col(spec.partition_column).dt.strftime(CANONICAL_TS))),
+                         # concat_str, not pl.format: format panics on multi-chunk string views (polars 2.1)
+                         pl.concat_str([pl.lit(f"{spec.partition_column}: "),
+                                        pl.col(spec.partition_column).dt.strftime(CANONICAL_TS),
+                                        pl.lit(" is at or after the window end " + window_end.strftime(CANONICAL_TS))])),
     ]).cast(QUARANTINE_SCHEMA).sort("source_uri", "line_number")
     return ValidatedBatch(
         events=events,

@@ -243,10 +243,10 @@ def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: 
 
 def silver_candidates(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
     """Per entity, the batch's greatest event by (ordering column, event key), shaped as silver."""
-    best = (
-        events.sort([spec.ordering_column, spec.event_key], descending=True)
-        .unique(subset=[spec.entity_key], keep="first", maintain_order=True)
-    )
+    order = events.select(spec.entity_key, spec.ordering_column, spec.event_key).with_row_index("_i")
+    picks = (order.sort([spec.ordering_column, spec.event_key], descending=True)
+             .unique(subset=[spec.entity_key], keep="first", maintain_order=True)["_i"].sort())
+    best = events[picks]  # gather only the winning rows, not a sorted copy of the whole batch
     return best.select(
         *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
         pl.lit(who.partition).alias("_partition_key"),
