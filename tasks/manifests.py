@@ -21,6 +21,7 @@ from schemas.datasets import DATASETS
 from schemas.manifest import Asset, SourceManifest, manifest_json_schema
 from schemas.reason_codes import ActionReason
 from tasks.errors import InputError
+from tasks.read import count_jsonl_records
 
 BATCH_NAMESPACE = uuid.UUID("6f1c1d2e-9a1b-4b8e-8d7a-0c6b1f0e2a11")
 
@@ -97,7 +98,7 @@ def resolve_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
 def count_records(data: bytes, fmt: str) -> int:
     """Records in an asset as the reader will see them: non-blank lines (jsonl), rows (csv, parquet)."""
     if fmt == "jsonl":
-        return sum(1 for line in data.split(b"\n") if line.strip())
+        return count_jsonl_records(data)
     if fmt == "csv":
         rows = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
         next(rows, None)  # header

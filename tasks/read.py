@@ -164,6 +164,36 @@ def _exact_rows(numbered: list[tuple[int, bytes]]) -> Iterator[tuple[int, str | 
 
 
 SPLIT_BLOCK_BYTES = 32 * 2**20  # split in blocks: a million Python bytes objects at once cost ~0.5 GB
+BLANK = b" \t\r\n\x0b\x0c"  # a line of only these is no record (ASCII whitespace, as bytes.strip sees it)
+
+
+def _blocks(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the block's first line, its lines) over blocks that end at a newline."""
+    start, first_line = 0, 1
+    while start < len(data):
+        end = data.find(b"\n", min(start + SPLIT_BLOCK_BYTES, len(data)))
+        end = len(data) if end == -1 else end + 1
+        parts = data[start:end].split(b"\n")
+        if end < len(data) or parts[-1] == b"":
+            parts.pop()  # the piece after the block's last newline belongs to the next block
+        yield first_line, parts
+        first_line += len(parts)
+        start = end
+
+
+def _pick_lines(data: bytes, wanted: set[int]) -> dict[int, bytes]:
+    """The raw bytes of some lines, by number, without splitting the whole file at once."""
+    picked: dict[int, bytes] = {}
+    for first_line, parts in _blocks(data):
+        for offset, line in enumerate(parts):
+            if first_line + offset in wanted:
+                picked[first_line + offset] = line.rstrip(b"\r")
+    return picked
+
+
+def count_jsonl_records(data: bytes) -> int:
+    """Records in a JSONL asset exactly as the reader counts them: lines that are not blank."""
+    return sum(sum(1 for line in parts if line.strip(BLANK)) for _, parts in _blocks(data))
 
 
 def _utf8_or_none(raw: bytes) -> str | None:
@@ -176,38 +206,31 @@ def _utf8_or_none(raw: bytes) -> str | None:
 def _physical_lines(data: bytes) -> pl.DataFrame:
     """Non-blank lines with their 1-based numbers; invalid UTF-8 becomes null (the exact path reports it)."""
     blocks: list[pl.DataFrame] = []
-    start, first_line = 0, 1
-    while start < len(data):
-        end = data.find(b"\n", min(start + SPLIT_BLOCK_BYTES, len(data)))
-        end = len(data) if end == -1 else end + 1
-        parts = data[start:end].split(b"\n")
-        if end < len(data) or parts[-1] == b"":
-            parts.pop()  # the piece after the block's last newline belongs to the next block
+    for first_line, parts in _blocks(data):
         try:
-            data[start:end].decode("utf-8")
             texts = pl.Series(parts, dtype=pl.Binary).cast(pl.String)
-        except UnicodeDecodeError:
+        except pl.exceptions.PolarsError:
             texts = pl.Series([_utf8_or_none(part) for part in parts], dtype=pl.String)
         blocks.append(
             pl.DataFrame({"_raw_payload": texts})
             .with_row_index("_line_number", offset=first_line)
             .with_columns(pl.col("_line_number").cast(pl.Int64), pl.col("_raw_payload").str.strip_suffix("\r"))
-            .filter(pl.col("_raw_payload").is_null() | (pl.col("_raw_payload").str.strip_chars() != ""))
+            .filter(pl.col("_raw_payload").is_null()
+                    | (pl.col("_raw_payload").str.strip_chars(BLANK.decode()) != ""))
         )
-        first_line += len(parts)
-        start = end
     empty = pl.DataFrame(schema={"_line_number": pl.Int64, "_raw_payload": pl.String})
     return pl.concat([empty, *blocks]) if blocks else empty
 
 
 def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
-                data: bytes) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+                path: Path) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """JSONL: Polars decodes trustworthy lines in bulk; malformed or oddly typed lines go one by one.
 
     Polars alone would coerce a number into a string column and fail a whole file on one bad line,
     so suspect lines (see `_suspect_patterns`) and, if the bulk decode fails, the whole file take the
     exact path, where every record gets its own verdict and line number.
     """
+    data = path.read_bytes()
     lines = _physical_lines(data)
     scalar, lists = _suspect_patterns(spec)
     suspect = pl.col("_raw_payload").str.contains(scalar)
@@ -216,18 +239,25 @@ def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
                              != pl.col("_raw_payload").str.count_matches(valid_pattern))
     lines = lines.with_columns(suspect.fill_null(True).alias("_suspect"))
     fast = lines.filter(~pl.col("_suspect"))
+    suspects = lines.filter(pl.col("_suspect"))
+    physical: dict[int, bytes] = {}  # raw bytes of the lines that take the exact path
+    if suspects.height:
+        physical = _pick_lines(data, set(suspects["_line_number"].to_list()))
+    del data  # the bulk decoder reads the file itself; keep one copy of the text in memory, not two
     decoded = None
     if fast.height:
-        payload = data if fast.height == lines.height else fast["_raw_payload"].str.join("\n").item().encode()
+        source: Any = path if fast.height == lines.height else io.BytesIO(
+            fast["_raw_payload"].str.join("\n").item().encode())
         try:
-            decoded = pl.read_ndjson(io.BytesIO(payload), schema=raw_schema(spec))
+            decoded = pl.read_ndjson(source, schema=raw_schema(spec))
         except (pl.exceptions.PolarsError, ValueError):
             decoded = None  # a malformed line somewhere: every line takes the exact path
         if decoded is not None and decoded.height != fast.height:
             decoded = None
-    slow = lines if decoded is None else lines.filter(pl.col("_suspect"))
-    physical = data.split(b"\n") if slow.height else []
-    numbered = [(n, physical[n - 1].rstrip(b"\r")) for n in slow["_line_number"].to_list()]
+    if decoded is None and fast.height:
+        physical.update(_pick_lines(path.read_bytes(), set(fast["_line_number"].to_list())))
+    slow = lines if decoded is None else suspects
+    numbered = [(n, physical[n]) for n in slow["_line_number"].to_list()]
     frames, malformed = _frames_from_rows(spec, manifest, asset_index, _exact_rows(numbered))
     if decoded is not None and fast.height:
         frames.append(_with_lineage(decoded.with_columns(fast["_raw_payload"]), manifest, asset_index,
@@ -251,9 +281,9 @@ def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: in
 def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int, path: Path) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """Frames of parsed records (chunked) and a frame of malformed ones for one asset."""
     asset = manifest.assets[asset_index]
-    data = path.read_bytes()
     if asset.format == "jsonl":
-        return _read_jsonl(spec, manifest, asset_index, data)
+        return _read_jsonl(spec, manifest, asset_index, path)
+    data = path.read_bytes()
     rows = _csv_rows(data, spec) if asset.format == "csv" else _parquet_rows(data)
     return _frames_from_rows(spec, manifest, asset_index, rows)
 

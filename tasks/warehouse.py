@@ -99,7 +99,7 @@ def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
     return frame.select(exprs)
 
 
-def _copy_text(rows: pl.DataFrame) -> str:
+def copy_text(rows: pl.DataFrame) -> str:
     """Rows in COPY's text format: tab-separated, \\N for null, backslash escapes in values."""
     special = rows.select(pl.col(pl.String).str.contains(r"[\\\t\n\r]").any())
     needs = [name for name, flag in special.row(0, named=True).items() if flag] if special.width else []
@@ -130,7 +130,7 @@ def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
         # Small chunks let the server parse one while we format the next (two cores, both busy).
         with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
             for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-                copy.write(_copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
+                copy.write(copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
     else:
         marks = ", ".join("?" for _ in frame.columns)
         for offset in range(0, rows.height, COPY_CHUNK_ROWS):
