@@ -14,6 +14,7 @@ from schemas.settings import load_settings
 from schemas.summary import PartitionSummary
 from tasks.commit import commit_partition_task, record_skip
 from tasks.database import get_engine, reading
+from tasks.errors import InputError
 from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.manifests import batch_id_for, source_fingerprint, validate_manifests_task
@@ -51,6 +52,9 @@ def partition_flow(
     manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
+        if not manifests:
+            raise InputError(settings.manifest_dir, None, "manifest_id",
+                             f"{manifest_id!r} is not a manifest of {dataset}/{partition_key}")
     fingerprint = source_fingerprint(manifests)
     who = RunIdentity(
         dataset=dataset, partition_key=partition_key, batch_id=batch_id_for(dataset, partition_key, fingerprint),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 import pandera.polars as pa
-from pandera.typing.polars import Series  # noqa: F401  (kept for users annotating frames)
 
 EVENT_TYPES = ["created", "updated", "commented", "status_changed", "closed"]
 STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed"]
