@@ -79,15 +79,13 @@ def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
     """Contract-valid records with timestamps parsed to UTC and a hash of their content."""
     timestamps = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP]
     typed = records.with_columns(parse_utc(name).alias(name) for name in timestamps)
-    canonical = typed.select(
-        pl.struct(
-            [pl.col(n).dt.strftime(CANONICAL_TS) if n in timestamps else pl.col(n) for n in spec.field_names]
-        ).struct.json_encode()
-    ).to_series()
+    canonical = pl.struct(
+        [pl.col(n).dt.strftime(CANONICAL_TS) if n in timestamps else pl.col(n) for n in spec.field_names]
+    ).struct.json_encode()
     hashes: list[str] = []
-    for offset in range(0, canonical.len(), HASH_CHUNK_ROWS):  # bounded: no million strings at once
-        hashes += [hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-                   for text in canonical.slice(offset, HASH_CHUNK_ROWS).to_list()]
+    for offset in range(0, typed.height, HASH_CHUNK_ROWS):  # in chunks: never all the JSON text at once
+        texts = typed.slice(offset, HASH_CHUNK_ROWS).select(canonical).to_series().to_list()
+        hashes += [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
     return typed.with_columns(pl.Series("_content_hash", hashes, dtype=pl.String))
 
 
