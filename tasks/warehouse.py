@@ -22,7 +22,7 @@ from schemas.tables import BRONZE, SILVER, quarantine as quarantine_table
 from tasks.database import is_postgres
 from tasks.errors import PartitionLockedError, TransientError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
-from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
+from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions, take
 from tasks.validate import ValidatedBatch, partition_window, typed_from_payloads
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,27 @@ def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:
     return f'({new}."{order}", {new}."{last}") > ({old}."{order}", {old}."{last}")'
 
 
+def write_silver(conn: Connection, spec: DatasetSpec, candidates: pl.DataFrame) -> dict[str, int]:
+    """Classify the batch's per-entity winners against silver, insert new entities, upsert the rest."""
+    entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
+    stage(conn, spec, "_stg_silver", spec.silver_table, candidates.select(entity, order, last))
+    counts = classify_silver(conn, spec)
+    known = conn.exec_driver_sql(
+        f'SELECT s."{entity}" FROM _stg_silver s JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
+    ).scalars().all()
+    is_new = ~candidates[entity].is_in(pl.Series(known, dtype=pl.String).implode())
+    try:  # new entities go straight in; the key check above ran under the partition lock
+        bulk_load(conn, spec.silver_table, take(candidates, is_new))
+    except IntegrityError as exc:
+        raise TransientError(
+            f"{spec.silver_table}: another partition's run created some of these entities first; retry resolves it"
+        ) from exc
+    if known:
+        stage(conn, spec, "_stg_silver", spec.silver_table, candidates.filter(~is_new))
+        upsert_silver(conn, spec)
+    return counts
+
+
 def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
     """How each staged entity relates to current silver: new, newer, the same event, or older."""
     entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
@@ -392,10 +413,8 @@ def write_partition(
     result.late_arriving = accepted.filter(pl.col(spec.partition_column) < window_start).height
     candidates = silver_candidates(spec, accepted, who, now)
     result.distinct_entities = candidates.height
-    stage(conn, spec, "_stg_silver", spec.silver_table, candidates)
-    for name, value in classify_silver(conn, spec).items():
+    for name, value in write_silver(conn, spec, candidates).items():
         setattr(result, name, value)
-    upsert_silver(conn, spec)
     touched = set(displaced_entities) | set(
         accepted.filter(pl.col(key).is_in(resolution.displaced))[spec.entity_key].to_list())
     rebuild_silver(conn, spec, sorted(touched), now)
