@@ -112,6 +112,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress_while(engine: Any, dataset: str, since: Any, work: Any) -> Any:
+    """Run `work()` while a spinner counts the partition runs the ledger has finished since `since`."""
+    import threading
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from sqlalchemy import and_, func, select
+
+    from schemas.tables import ingest_run
+    from tasks.database import reading
+
+    if not sys.stdout.isatty():
+        return work()
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # handed back to the main thread below
+            result["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+        shown = bar.add_task("backfill: planning", total=None)
+        thread.start()
+        while not done.wait(0.5):
+            with reading(engine) as conn:
+                finished = conn.execute(select(func.count()).select_from(ingest_run).where(and_(
+                    ingest_run.c.dataset == dataset, ingest_run.c.action == "backfill",
+                    ingest_run.c.status != "running", ingest_run.c.started_at >= since))).scalar_one()
+            bar.update(shown, description=f"backfill: {finished} partition run(s) finished")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from flows.backfill import backfill_flow
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+
+    settings = load_settings()
+    if args.end < args.start:
+        raise UsageError(f"--end {args.end} is before --start {args.start}")
+    since = datetime.now(timezone.utc)
+    summary = _progress_while(get_engine(settings.database_url), args.dataset, since, lambda: backfill_flow(
+        dataset=args.dataset, start=args.start, end=args.end, mode=args.mode, only_gaps=not args.all,
+        max_concurrency=args.concurrency, reason_code=args.reason, operator=args.operator))
+    plan = json.loads(Path(summary.plan_path).read_text())
+    if args.json:
+        _print_json({**summary.model_dump(), "plan": plan})
+    else:
+        results = {r["partition_key"]: r for r in summary.results}
+        headers = ["partition", "current", "gap_reason", "action", "expected", "outputs", "result"]
+        rows = [[e["partition_key"], e["current_status"], e["gap_reason"], e["proposed_action"],
+                 e["expected_input_count"], e["current_output_count"],
+                 (results[e["partition_key"]]["status"] + (f" ({results[e['partition_key']]['error']})"
+                  if results[e["partition_key"]]["error"] else "")) if e["partition_key"] in results else "-"]
+                for e in plan["entries"]]
+        print(_table(headers, rows))
+        print(f"\n{summary.mode}: {summary.planned} partition(s) planned, {summary.to_ingest} to ingest; "
+              f"plan written to {summary.plan_path}")
+        for failure in summary.failed:
+            print(f"{failure['partition_key']}: failed: {failure['error']}")
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from flows.replay import replay_flow
+    from schemas.settings import load_settings
+    from tasks.manifests import find_manifest, verify_asset
+
+    settings = load_settings()
+    manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id)
+    for index in range(len(manifest.assets)):  # a changed file fails here, cleanly, before any flow runs
+        verify_asset(manifest, index, Path(settings.manifest_dir), args.accept_changed)
+    summary = replay_flow(manifest_id=args.manifest_id, reason_code=args.reason,
+                          accept_changed=args.accept_changed, operator=args.operator)
+    if args.json:
+        _print_json(_summary_json(summary))
+    else:
+        print(_summary_rows([summary]))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from schemas.settings import load_settings
     from tasks.database import get_engine
@@ -187,6 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reason", choices=[r.value for r in ActionReason], default="operator_request")
     run.add_argument("--operator", default="cli")
     run.set_defaults(func=cmd_run)
+
+    backfill = sub.add_parser("backfill", parents=[common], help="plan a window; execute only its gaps")
+    backfill.add_argument("--dataset", default="tickets")
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True)
+    backfill.add_argument("--mode", choices=["dry-run", "execute"], required=True)
+    backfill.add_argument("--all", action="store_true", help="also rerun partitions that are up to date")
+    backfill.add_argument("--concurrency", type=int, default=2, help="partition runs at once (default 2)")
+    backfill.add_argument("--reason", choices=[r.value for r in ActionReason], default=None)
+    backfill.add_argument("--operator", default="cli")
+    backfill.set_defaults(func=cmd_backfill)
+
+    replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")
+    replay.add_argument("--manifest-id", required=True)
+    replay.add_argument("--accept-changed", action="store_true",
+                        help="take changed source files as they are now instead of refusing")
+    replay.add_argument("--reason", choices=[r.value for r in ActionReason], default="operator_request")
+    replay.add_argument("--operator", default="cli")
+    replay.set_defaults(func=cmd_replay)
 
     status = sub.add_parser("status", parents=[common], help="per-partition state")
     status.add_argument("--dataset", default="tickets")

@@ -39,17 +39,20 @@ def partition_flow(
     manifest_id: str | None = None,
     force: bool = False,
     operator: str = "datafactory",
+    accept_changed: bool = False,
 ) -> PartitionSummary:
     """Manifests → read → validate → bronze, silver, quarantine and ledger in one transaction.
 
     Skips when the partition already succeeded from the same source fingerprint, unless `force`.
     `mode="dry-run"` reads, validates and counts against the warehouse, then rolls everything back.
+    `manifest_id` narrows the run to one delivery (a replay); `accept_changed` takes changed source
+    files as they are now instead of rejecting them (source_fingerprint_changed).
     """
     logger = get_run_logger()
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
-    manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key)
+    manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
         if not manifests:
@@ -61,6 +64,7 @@ def partition_flow(
         run_id="", fingerprint=fingerprint, manifest_ids=tuple(m.manifest_id for m in manifests),
         action=Action(action).value, mode=Mode(mode).value, reason_code=ActionReason(reason_code).value,
         operator=operator, flow_run_id=str(flow_run.id) if flow_run.id else None,
+        partial=manifest_id is not None,
     )
     dry_run = Mode(mode) is Mode.DRY_RUN
     if not manifests:
@@ -69,7 +73,7 @@ def partition_flow(
 
     with reading(engine) as conn:
         up_to_date = succeeded_with(conn, dataset, partition_key, fingerprint)
-    if up_to_date and not force and not dry_run:
+    if up_to_date and not force and not dry_run and manifest_id is None:
         who, attempt = record_skip(engine, who)
         logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key, fingerprint[:12])
         return _summary(who, "skipped", attempt=attempt, message="already succeeded from the same inputs")

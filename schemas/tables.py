@@ -97,8 +97,8 @@ quarantine = Table(
     Column("event_id", Text, index=True),
     Column("raw_payload", Text, nullable=False),
     Column("quarantined_at", Timestamp, nullable=False),
-    # a rerun of the same inputs quarantines nothing twice
-    UniqueConstraint("batch_id", "source_uri", "line_number", name="uq_quarantine_record"),
+    # one row per delivered record: a rerun or replay of the same manifest quarantines nothing twice
+    UniqueConstraint("dataset", "manifest_id", "source_uri", "line_number", name="uq_quarantine_record"),
 )
 
 # Every valid delivery of an event that is not its bronze row: duplicates and conflicting versions.
@@ -118,7 +118,7 @@ redelivery = Table(
     Column("source_uri", Text, nullable=False),
     Column("line_number", Integer, nullable=False),
     Column("raw_payload", Text, nullable=False),
-    UniqueConstraint("batch_id", "source_uri", "line_number", name="uq_redelivery_record"),
+    UniqueConstraint("dataset", "manifest_id", "source_uri", "line_number", name="uq_redelivery_record"),
 )
 
 ingest_batch = Table(

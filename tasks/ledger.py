@@ -32,6 +32,7 @@ class RunIdentity:
     reason_code: str
     operator: str
     flow_run_id: str | None
+    partial: bool = False  # a subset of the partition's inputs (a replay): partition state is not its to move
 
     @property
     def partition(self) -> str:
@@ -106,7 +107,7 @@ def finish_run(conn: Connection, who: RunIdentity, status: str, counts: dict[str
     conn.execute(update(ingest_run).where(ingest_run.c.run_id == who.run_id).values(
         status=status, finished_at=now, heartbeat_at=now, counts=json.dumps(counts, default=str), error=error,
     ))
-    if output_count is not None:
+    if output_count is not None and not who.partial:
         key = and_(partition_state.c.dataset == who.dataset, partition_state.c.partition_key == who.partition)
         values = dict(status=status, source_fingerprint=who.fingerprint, batch_id=who.batch_id,
                       run_id=who.run_id, output_count=output_count, updated_at=now)

@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,6 +46,11 @@ def _field_name(path: Iterable[str | int]) -> str:
     return out or "(manifest)"
 
 
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(manifest_json_schema(), format_checker=jsonschema.FormatChecker())
+
+
 def parse_manifest(path: Path) -> SourceManifest:
     """Parse and schema-check one manifest file; the error names file, line and field."""
     text = path.read_text(encoding="utf-8")
@@ -52,10 +58,7 @@ def parse_manifest(path: Path) -> SourceManifest:
         raw: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(path, exc.lineno, "(json)", f"not valid JSON: {exc.msg}") from exc
-    validator = jsonschema.Draft202012Validator(
-        manifest_json_schema(), format_checker=jsonschema.FormatChecker()
-    )
-    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(_validator().iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = errors[0]
         where = list(error.absolute_path)
@@ -106,8 +109,11 @@ def count_records(data: bytes, fmt: str) -> int:
     return pl.read_parquet(io.BytesIO(data)).height
 
 
-def verify_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
-    """Check that an asset exists, has the declared sha256 and record_count; return its path."""
+def verify_asset(manifest: SourceManifest, index: int, root: Path, accept_changed: bool = False) -> Path:
+    """Check that an asset exists, has the declared sha256 and record_count; return its path.
+
+    With `accept_changed` a changed file is not an error here; `accepted_changes` describes it instead.
+    """
     asset: Asset = manifest.assets[index]
     path = resolve_asset(manifest, index, root)
     text = manifest.path.read_text(encoding="utf-8")
@@ -116,6 +122,8 @@ def verify_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
                          f"{asset.uri!r} does not exist")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    if digest != asset.sha256 and accept_changed:
+        return path
     if digest != asset.sha256:
         raise InputError(manifest.path, _line_of(text, ["assets", index, "sha256"]),
                          f"assets[{index}].sha256",
@@ -150,14 +158,27 @@ def delivery_order(manifests: Iterable[SourceManifest]) -> list[SourceManifest]:
     return sorted(manifests, key=lambda m: (m.partition_key, m.produced_at, m.manifest_id))
 
 
-def partition_manifests(manifest_dir: Path, dataset: str, partition_key: date) -> list[SourceManifest]:
-    """The verified manifests of one (dataset, partition), in delivery order."""
+def partition_manifests(manifest_dir: Path, dataset: str, partition_key: date,
+                        accept_changed: bool = False) -> list[SourceManifest]:
+    """The verified manifests of one (dataset, partition), in delivery order.
+
+    With `accept_changed`, assets whose files changed are taken as they are now: the returned manifest
+    carries their actual sha256 and record count, so the fingerprint (and the batch) are new.
+    """
     chosen = [m for m in discover_manifests(manifest_dir)
               if m.dataset == dataset and m.partition_key == partition_key]
+    verified = []
     for manifest in chosen:
-        for index in range(len(manifest.assets)):
-            verify_asset(manifest, index, manifest_dir)
-    return delivery_order(chosen)
+        assets = []
+        for index, asset in enumerate(manifest.assets):
+            path = verify_asset(manifest, index, manifest_dir, accept_changed)
+            data = path.read_bytes() if accept_changed else b""
+            if accept_changed and hashlib.sha256(data).hexdigest() != asset.sha256:
+                asset = asset.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(),
+                                                 "record_count": count_records(data, asset.format)})
+            assets.append(asset)
+        verified.append(manifest.model_copy(update={"assets": tuple(assets)}))
+    return delivery_order(verified)
 
 
 def source_fingerprint(manifests: Iterable[SourceManifest]) -> str:
@@ -174,17 +195,26 @@ def batch_id_for(dataset: str, partition_key: date, fingerprint: str) -> str:
     return str(uuid.uuid5(BATCH_NAMESPACE, f"{dataset}|{partition_key.isoformat()}|{fingerprint}"))
 
 
+def find_manifest(manifest_dir: Path, manifest_id: str) -> SourceManifest:
+    for manifest in discover_manifests(manifest_dir):
+        if manifest.manifest_id == manifest_id:
+            return manifest
+    raise InputError(manifest_dir, None, "manifest_id", f"no manifest {manifest_id!r} in {manifest_dir}")
+
+
 def _stat_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key: the manifest directory's files, with size and mtime; any edit invalidates it."""
     root = Path(parameters["manifest_dir"]).resolve()
     stats = sorted(
         (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
     )
-    key = json.dumps([str(root), parameters["dataset"], str(parameters["partition_key"]), stats])
+    key = json.dumps([str(root), parameters["dataset"], str(parameters["partition_key"]),
+                      parameters.get("accept_changed", False), stats])
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 @task(name="validate-manifests", cache_key_fn=_stat_cache_key, persist_result=True)
-def validate_manifests_task(manifest_dir: Path, dataset: str, partition_key: date) -> list[SourceManifest]:
+def validate_manifests_task(manifest_dir: Path, dataset: str, partition_key: date,
+                            accept_changed: bool = False) -> list[SourceManifest]:
     """Verified manifests for a partition; cached until any file under the manifest dir changes."""
-    return partition_manifests(manifest_dir, dataset, partition_key)
+    return partition_manifests(manifest_dir, dataset, partition_key, accept_changed)

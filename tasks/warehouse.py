@@ -193,7 +193,7 @@ def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys_ta
         f'SELECT :dataset, "{spec.event_key}", _content_hash, _delivery_key, _partition_key, _batch_id, '
         f"_manifest_id, _source_uri, _line_number, _raw_payload FROM {spec.bronze_table} "
         f'WHERE "{spec.event_key}" IN (SELECT event_id FROM {keys_table}) '
-        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
     ), {"dataset": spec.name})
 
 
@@ -210,7 +210,7 @@ def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, wh
     stage(conn, spec, "_stg_copies", "redelivery", frame)
     names = ", ".join(REDELIVERY_COLUMNS)
     conn.exec_driver_sql(f"INSERT INTO redelivery ({names}) SELECT {names} FROM _stg_copies WHERE true "
-                         "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING")
+                         "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING")
 
 
 def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: datetime) -> None:
@@ -219,7 +219,8 @@ def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: 
     key = spec.event_key
     still_conflicting = (
         f'SELECT 1 FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
-        "WHERE r.batch_id = quarantine.batch_id AND r.source_uri = quarantine.source_uri "
+        "WHERE r.dataset = quarantine.dataset AND r.manifest_id = quarantine.manifest_id "
+        "AND r.source_uri = quarantine.source_uri "
         "AND r.line_number = quarantine.line_number AND r.content_hash <> b._content_hash"
     )
     # rows stay untouched while they are still conflicting: a rerun rewrites nothing
@@ -235,7 +236,7 @@ def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: 
         f'FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
         f"WHERE r.dataset = :dataset AND r.content_hash <> b._content_hash "
         f"AND r.event_id IN (SELECT event_id FROM {keys_table}) "
-        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
     ), {"dataset": spec.name, "now": now})
 
 
@@ -354,7 +355,7 @@ def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, w
     names = ", ".join(frame.columns)
     result = conn.exec_driver_sql(
         f"INSERT INTO quarantine ({names}) SELECT {names} FROM _stg_quarantine WHERE true "
-        "ON CONFLICT (batch_id, source_uri, line_number) DO NOTHING"
+        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
     )
     return max(result.rowcount, 0)
 

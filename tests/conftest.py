@@ -69,3 +69,22 @@ def sample_dir(tmp_path: Path) -> Path:
     target = tmp_path / "manifests"
     shutil.copytree(SAMPLE_MANIFESTS, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> str:
+    """Flows read their settings from the environment: point them at this test's warehouse and data."""
+    monkeypatch.setenv("FACTORY_DATABASE_URL", warehouse_url)
+    monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(sample_dir))
+    monkeypatch.setenv("FACTORY_REPORT_DIR", str(tmp_path / "reports"))
+    return warehouse_url

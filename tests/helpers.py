@@ -49,6 +49,15 @@ def data_tables(url: str) -> dict[str, list[tuple]]:
     return {"bronze": bronze, "silver": silver, "quarantine": sorted(tuple(map(str, r)) for r in rows)}
 
 
+def all_tables(url: str) -> dict[str, list[tuple]]:
+    """Full contents of every factory table, ledger included (what a dry run must leave alone)."""
+    from schemas.tables import metadata
+
+    with get_engine(url).connect() as conn:
+        return {name: sorted(tuple(map(str, r)) for r in conn.execute(select(table)))
+                for name, table in metadata.tables.items()}
+
+
 def silver_rows(url: str) -> dict[str, dict[str, Any]]:
     with get_engine(url).connect() as conn:
         return {r.ticket_id: r._asdict() for r in conn.execute(select(SILVER["tickets"]))}

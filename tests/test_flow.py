@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 
 import flows.partition as partition_module
@@ -20,21 +18,6 @@ from tests.helpers import data_tables
 
 pytestmark = pytest.mark.flow
 D14 = date(2026, 4, 14)
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FACTORY_DATABASE_URL", warehouse_url)
-    monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(sample_dir))
-    monkeypatch.setenv("FACTORY_REPORT_DIR", str(tmp_path / "reports"))
-    return warehouse_url
 
 
 def _runs(url: str) -> list[tuple[int, str]]:

@@ -1,0 +1,31 @@
+"""replay_flow: re-consume exactly the inputs one manifest declares, fingerprints verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.partition import partition_flow
+from schemas.reason_codes import Action, ActionReason
+from schemas.settings import load_settings
+from schemas.summary import PartitionSummary
+from tasks.manifests import find_manifest, verify_asset
+
+
+@flow(name="replay-flow")
+def replay_flow(
+    manifest_id: str,
+    reason_code: ActionReason = ActionReason.OPERATOR_REQUEST,
+    accept_changed: bool = False,
+    operator: str = "datafactory",
+) -> PartitionSummary:
+    """Replay one delivery. A changed source file stops the replay (source_fingerprint_changed)
+    unless `accept_changed`; replaying unchanged, already ingested inputs changes no table."""
+    settings = load_settings()
+    manifest = find_manifest(Path(settings.manifest_dir), manifest_id)
+    for index in range(len(manifest.assets)):
+        verify_asset(manifest, index, Path(settings.manifest_dir), accept_changed)
+    return partition_flow(dataset=manifest.dataset, partition_key=manifest.partition_key, action=Action.REPLAY,
+                          reason_code=reason_code, manifest_id=manifest_id, force=True, operator=operator,
+                          accept_changed=accept_changed)

@@ -1,0 +1,125 @@
+"""Backfill plans, gap-only execution, resumption and replay, on Prefect's test harness and both databases."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import jsonschema
+import pytest
+from sqlalchemy import event, select
+
+import flows.backfill as backfill_module
+from flows.backfill import backfill_flow
+from flows.replay import replay_flow
+from schemas.tables import decision_log
+from tasks.database import get_engine
+from tasks.errors import InputError
+from tasks.manifests import discover_manifests
+from tasks.plan import plan_backfill, plan_json_schema
+from tests.helpers import all_tables, data_tables, silver_rows
+from tests.oracle import expected_state
+
+pytestmark = pytest.mark.flow
+START, END = date(2026, 4, 13), date(2026, 4, 18)
+
+
+def _plan(summary) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(Path(summary.plan_path).read_text())
+
+
+def test_dry_run_names_every_gap_and_changes_no_table(factory_env: str) -> None:
+    before = all_tables(factory_env)
+    summary = backfill_flow(dataset="tickets", start=START, end=END, mode="dry-run")
+    plan = _plan(summary)
+    jsonschema.Draft202012Validator(plan_json_schema(), format_checker=jsonschema.FormatChecker()).validate(plan)
+    assert {e["partition_key"]: (e["gap_reason"], e["proposed_action"]) for e in plan["entries"]} == {
+        "2026-04-13": ("no_input_declared", "hold"), "2026-04-14": ("missing_partition", "backfill"),
+        "2026-04-15": ("no_input_declared", "hold"), "2026-04-16": ("missing_partition", "backfill"),
+        "2026-04-17": ("missing_partition", "backfill"), "2026-04-18": ("no_input_declared", "hold")}
+    assert summary.results == []
+    assert all_tables(factory_env) == before
+
+
+def test_execute_matches_the_oracle_and_a_second_execute_does_nothing(factory_env: str, sample_dir: Path) -> None:
+    first = backfill_flow(dataset="tickets", start=START, end=END, mode="execute", max_concurrency=2)
+    assert sorted(r["partition_key"] for r in first.results if r["status"] == "succeeded") == [
+        "2026-04-14", "2026-04-16", "2026-04-17"]
+    expected = expected_state(sample_dir)
+    silver = {k: (v["last_event_id"], v["status"]) for k, v in silver_rows(factory_env).items()}
+    assert silver == {k: (e, s) for k, (e, _, s, _) in expected.silver.items()}
+    tables = data_tables(factory_env)
+    second = backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    assert (second.to_ingest, second.results) == (0, [])
+    assert {e["gap_reason"] for e in _plan(second)["entries"]} == {"up_to_date", "no_input_declared"}
+    assert data_tables(factory_env) == tables
+
+
+def test_a_failed_partition_does_not_stop_the_others_and_a_rerun_resumes(
+        factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill the 04-16 run part-way: the others land; the same command again runs only 04-16."""
+    real = backfill_module.partition_flow
+
+    def dies_on_the_16th(**kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["partition_key"] == date(2026, 4, 16):
+            raise RuntimeError("worker killed (injected)")
+        return real(**kwargs)
+
+    monkeypatch.setattr(backfill_module, "partition_flow", dies_on_the_16th)
+    first = backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    assert {r["partition_key"]: r["status"] for r in first.results} == {
+        "2026-04-14": "succeeded", "2026-04-16": "failed", "2026-04-17": "succeeded"}
+    assert first.failed[0]["error"] == "RuntimeError: worker killed (injected)"
+
+    monkeypatch.setattr(backfill_module, "partition_flow", real)
+    again = backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    assert [(r["partition_key"], r["status"]) for r in again.results] == [("2026-04-16", "succeeded")]
+
+
+def test_all_reruns_up_to_date_partitions_without_changing_data(factory_env: str) -> None:
+    backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    tables = data_tables(factory_env)
+    rerun = backfill_flow(dataset="tickets", start=START, end=END, mode="execute", only_gaps=False)
+    assert sorted((r["partition_key"], r["status"]) for r in rerun.results) == [
+        ("2026-04-14", "succeeded"), ("2026-04-16", "succeeded"), ("2026-04-17", "succeeded")]
+    assert data_tables(factory_env) == tables
+
+
+def test_replaying_an_ingested_manifest_changes_no_data_table(factory_env: str) -> None:
+    backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    tables = data_tables(factory_env)
+    summary = replay_flow(manifest_id="tickets-2026-04-16-a")
+    assert (summary.action, summary.bronze_inserted, summary.bronze_existing) == ("replay", 0, 3)
+    assert data_tables(factory_env) == tables
+    with get_engine(factory_env).connect() as conn:
+        last = conn.execute(select(decision_log).order_by(decision_log.c.id.desc())).first()
+    assert (last.action, last.partition_key, last.outcome) == ("replay", "2026-04-16", "succeeded")
+
+
+def test_replay_refuses_a_changed_source_unless_accepted(factory_env: str, sample_dir: Path) -> None:
+    backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
+    source = sample_dir / "sources/tickets/2026-04-14/events.jsonl"
+    source.write_text(source.read_text().replace('"Please refund order 991."', '"Please refund order 992."'))
+    with pytest.raises(InputError) as err:
+        replay_flow(manifest_id="tickets-2026-04-14-a")
+    assert err.value.reason_code == "source_fingerprint_changed"
+    accepted = replay_flow(manifest_id="tickets-2026-04-14-a", accept_changed=True)
+    assert accepted.invalid_by_reason == {"conflicting_duplicate": 1}  # E-0003's new content loses to bronze
+
+
+def test_planning_reads_the_ledger_once_for_the_whole_window(factory_env: str, sample_dir: Path) -> None:
+    """10,000 partitions are planned with one query, not one per partition."""
+    from schemas.datasets import get_dataset
+
+    engine = get_engine(factory_env)
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        entries = plan_backfill(engine, get_dataset("tickets"), discover_manifests(sample_dir), date(2000, 1, 1),
+                                date(2027, 5, 18), date(2000, 1, 1), "dry-run", True, "test", "plan.json")
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(entries) == 10_000
+    assert len([s for s in statements if "partition_state" in s]) == 1
