@@ -112,8 +112,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress_while(engine: Any, dataset: str, since: Any, work: Any) -> Any:
-    """Run `work()` while a spinner counts the partition runs the ledger has finished since `since`."""
+def _planned_runs(plan_dir: Path, since: Any) -> int | None:
+    """Partitions to ingest in the plan this backfill wrote (its file appears once planning is done)."""
+    from tasks.plan import INGESTING
+
+    fresh = [p for p in plan_dir.glob("*.json") if p.stat().st_mtime >= since.timestamp()]
+    if not fresh:
+        return None
+    plan = json.loads(max(fresh, key=lambda p: p.stat().st_mtime).read_text())
+    return sum(1 for e in plan["entries"] if e["proposed_action"] in INGESTING)
+
+
+def _progress_while(engine: Any, dataset: str, since: Any, plan_dir: Path, work: Any) -> Any:
+    """Run `work()` under a progress bar: its total from the plan file, its progress from the ledger."""
     import threading
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -136,7 +147,10 @@ def _progress_while(engine: Any, dataset: str, since: Any, work: Any) -> Any:
             done.set()
 
     thread = threading.Thread(target=target, daemon=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=True) as bar:
         shown = bar.add_task("backfill: planning", total=None)
         thread.start()
         while not done.wait(0.5):
@@ -144,7 +158,9 @@ def _progress_while(engine: Any, dataset: str, since: Any, work: Any) -> Any:
                 finished = conn.execute(select(func.count()).select_from(ingest_run).where(and_(
                     ingest_run.c.dataset == dataset, ingest_run.c.action == "backfill",
                     ingest_run.c.status != "running", ingest_run.c.started_at >= since))).scalar_one()
-            bar.update(shown, description=f"backfill: {finished} partition run(s) finished")
+            total = _planned_runs(plan_dir, since)
+            bar.update(shown, completed=finished, total=total,
+                       description="backfill: planning" if total is None else "backfill: partitions")
     if "error" in result:
         raise result["error"]
     return result["value"]
@@ -161,7 +177,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.end < args.start:
         raise UsageError(f"--end {args.end} is before --start {args.start}")
     since = datetime.now(timezone.utc)
-    summary = _progress_while(get_engine(settings.database_url), args.dataset, since, lambda: backfill_flow(
+    plan_dir = Path(settings.report_dir) / "backfill"
+    summary = _progress_while(get_engine(settings.database_url), args.dataset, since, plan_dir, lambda: backfill_flow(
         dataset=args.dataset, start=args.start, end=args.end, mode=args.mode, only_gaps=not args.all,
         max_concurrency=args.concurrency, reason_code=args.reason, operator=args.operator))
     plan = json.loads(Path(summary.plan_path).read_text())

@@ -9,7 +9,7 @@ import json
 import re
 import uuid
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,6 +53,13 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def parse_manifest(path: Path) -> SourceManifest:
     """Parse and schema-check one manifest file; the error names file, line and field."""
+    stat = path.stat()
+    return _parse_manifest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=65_536)
+def _parse_manifest(path: Path, _mtime_ns: int, _size: int) -> SourceManifest:
+    """Memoised on the file's identity: a backfill over many partitions parses each manifest once."""
     text = path.read_text(encoding="utf-8")
     try:
         raw: Any = json.loads(text)

@@ -71,3 +71,15 @@ def test_uri_escaping_the_root_exits_2(workspace: Path) -> None:
 def test_bad_date_is_a_usage_error(workspace: Path) -> None:
     result = datafactory(workspace, "run", "--partition", "2026-13-01")
     assert result.returncode == 2 and "is not a date" in result.stderr
+
+
+def test_backfill_dry_run_prints_the_plan_and_writes_only_the_plan(workspace: Path) -> None:
+    result = datafactory(workspace, "backfill", "--start", "2026-04-14", "--end", "2026-04-17",
+                         "--mode", "dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(e["partition_key"], e["gap_reason"]) for e in report["plan"]["entries"]] == [
+        ("2026-04-14", "missing_partition"), ("2026-04-15", "no_input_declared"),
+        ("2026-04-16", "missing_partition"), ("2026-04-17", "missing_partition")]
+    assert Path(report["plan_path"]).is_file()
+    assert report["results"] == []
