@@ -13,7 +13,6 @@ Prints rows/s for both, ratio = ours / limit, and peak RSS. Not a test: nothing 
 from __future__ import annotations
 
 import argparse
-import io
 import resource
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from tasks.ingest import read_manifests  # noqa: E402
 from tasks.ledger import RunIdentity  # noqa: E402
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint  # noqa: E402
 from tasks.validate import validate_batch  # noqa: E402
-from tasks.warehouse import COPY_CHUNK_ROWS, copy_text  # noqa: E402
+from tasks.staging import COPY_CHUNK_ROWS, copy_text  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
 
 DAY = date(2026, 4, 17)

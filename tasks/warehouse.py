@@ -1,7 +1,8 @@
 """Write one partition to the warehouse in one transaction: bronze, silver, quarantine (DESIGN section 7).
 
-Both databases stage the batch in temp tables (PostgreSQL by COPY, SQLite by executemany) and then
-run the same INSERT ... SELECT ... ON CONFLICT statements, so the semantics cannot drift apart.
+The batch's keys are staged and compared with bronze under the partition lock (tasks/dedup.py decides
+which delivery of each event wins); winning rows are written once; silver goes through tasks/silver.py.
+Both databases run the same SQL; only how frames reach a table differs (tasks/staging.py).
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from datetime import datetime
 from typing import Callable
 
 import polars as pl
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from schemas.datasets import DatasetSpec, FieldKind
+from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
-from schemas.tables import BRONZE, SILVER, quarantine as quarantine_table
+from schemas.tables import BRONZE, quarantine as quarantine_table
 from tasks.database import is_postgres
 from tasks.errors import PartitionLockedError, TransientError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
-from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions, take
-from tasks.validate import ValidatedBatch, partition_window, typed_from_payloads
+from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
+from tasks.silver import rebuild_silver, silver_candidates, write_silver
+from tasks.staging import bulk_load, drop_stages, stage, stage_keys
+from tasks.validate import ValidatedBatch, partition_window
 
 log = logging.getLogger(__name__)
 
-COPY_CHUNK_ROWS = 20_000
 LOCK_TIMEOUT_S = 600
 
 
@@ -80,70 +82,6 @@ def lock_partition(conn: Connection, who: RunIdentity) -> str | None:
     return holder
 
 
-# --- staging -----------------------------------------------------------------------------------
-
-def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
-    """Columns as the text the databases parse: timestamps in one fixed-width UTC form, lists as JSON."""
-    ts_format = "%Y-%m-%d %H:%M:%S.%6f" + ("+00" if postgres else "")
-    exprs = []
-    for name, dtype in frame.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            exprs.append(pl.col(name).dt.convert_time_zone("UTC").dt.strftime(ts_format))
-        elif isinstance(dtype, pl.List):
-            exprs.append(
-                pl.struct(pl.col(name)).struct.json_encode()
-                .str.strip_prefix(f'{{"{name}":').str.strip_suffix("}").alias(name)
-            )
-        else:
-            exprs.append(pl.col(name))
-    return frame.select(exprs)
-
-
-def copy_text(rows: pl.DataFrame) -> str:
-    """Rows in COPY's text format: tab-separated, \\N for null, backslash escapes in values."""
-    special = rows.select(pl.col(pl.String).str.contains(r"[\\\t\n\r]").any())
-    needs = [name for name, flag in special.row(0, named=True).items() if flag] if special.width else []
-    escaped = rows.with_columns(
-        pl.col(needs).str.replace_all("\\", "\\\\", literal=True)
-        .str.replace_all("\t", "\\t", literal=True)
-        .str.replace_all("\n", "\\n", literal=True)
-        .str.replace_all("\r", "\\r", literal=True)
-    ) if needs else rows
-    return escaped.write_csv(include_header=False, separator="\t", quote_style="never", null_value="\\N")
-
-
-def stage(conn: Connection, spec: DatasetSpec | None, name: str, like: str, frame: pl.DataFrame) -> None:
-    """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
-    bulk_load(conn, name, frame)
-
-
-def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
-    """Append a frame to a table: COPY on PostgreSQL, executemany on SQLite."""
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
-    postgres = is_postgres(conn.engine)
-    rows = _sql_text_frame(frame, postgres)
-    if postgres:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        # Small chunks let the server parse one while we format the next (two cores, both busy).
-        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
-            for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-                copy.write(copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
-    else:
-        marks = ", ".join("?" for _ in frame.columns)
-        for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-            conn.exec_driver_sql(f"INSERT INTO {name} ({columns}) VALUES ({marks})",
-                                 rows.slice(offset, COPY_CHUNK_ROWS).rows())
-
-
-def _drop_stages(conn: Connection) -> None:
-    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies",
-                 "_stg_rebuilt"):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-
-
 # --- bronze --------------------------------------------------------------------------------------
 
 def _bronze_frame(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
@@ -167,10 +105,6 @@ def _existing_events(conn: Connection, spec: DatasetSpec) -> pl.DataFrame:
 
 def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
     return [keys[i:i + size] for i in range(0, len(keys), size)]
-
-
-def _stage_keys(conn: Connection, name: str, keys: list[str]) -> None:
-    stage(conn, None, name, "redelivery", pl.DataFrame({"event_id": keys}, schema={"event_id": pl.String}))
 
 
 def _entities_of(conn: Connection, spec: DatasetSpec, keys: list[str]) -> list[str]:
@@ -207,7 +141,7 @@ def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, wh
         pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
         pl.col("_line_number").alias("line_number"), pl.col("_raw_payload").alias("raw_payload"),
     )
-    stage(conn, spec, "_stg_copies", "redelivery", frame)
+    stage(conn, "_stg_copies", "redelivery", frame)
     names = ", ".join(REDELIVERY_COLUMNS)
     conn.exec_driver_sql(f"INSERT INTO redelivery ({names}) SELECT {names} FROM _stg_copies WHERE true "
                          "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING")
@@ -240,106 +174,6 @@ def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: 
     ), {"dataset": spec.name, "now": now})
 
 
-# --- silver --------------------------------------------------------------------------------------
-
-def silver_candidates(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
-    """Per entity, the batch's greatest event by (ordering column, event key), shaped as silver."""
-    order = events.select(spec.entity_key, spec.ordering_column, spec.event_key).with_row_index("_i")
-    picks = (order.sort([spec.ordering_column, spec.event_key], descending=True)
-             .unique(subset=[spec.entity_key], keep="first", maintain_order=True)["_i"].sort())
-    best = events[picks]  # gather only the winning rows, not a sorted copy of the whole batch
-    return best.select(
-        *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
-        pl.lit(who.partition).alias("_partition_key"),
-        pl.lit(who.batch_id).alias("_batch_id"),
-        pl.col("_manifest_id"),
-        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
-    )
-
-
-def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:
-    order, last = spec.ordering_column, spec.silver_name(spec.event_key)
-    return f'({new}."{order}", {new}."{last}") > ({old}."{order}", {old}."{last}")'
-
-
-def write_silver(conn: Connection, spec: DatasetSpec, candidates: pl.DataFrame) -> dict[str, int]:
-    """Classify the batch's per-entity winners against silver, insert new entities, upsert the rest."""
-    entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
-    stage(conn, spec, "_stg_silver", spec.silver_table, candidates.select(entity, order, last))
-    counts = classify_silver(conn, spec)
-    known = conn.exec_driver_sql(
-        f'SELECT s."{entity}" FROM _stg_silver s JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
-    ).scalars().all()
-    is_new = ~candidates[entity].is_in(pl.Series(known, dtype=pl.String).implode())
-    try:  # new entities go straight in; the key check above ran under the partition lock
-        bulk_load(conn, spec.silver_table, take(candidates, is_new))
-    except IntegrityError as exc:
-        raise TransientError(
-            f"{spec.silver_table}: another partition's run created some of these entities first; retry resolves it"
-        ) from exc
-    if known:
-        stage(conn, spec, "_stg_silver", spec.silver_table, candidates.filter(~is_new))
-        upsert_silver(conn, spec)
-    return counts
-
-
-def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
-    """How each staged entity relates to current silver: new, newer, the same event, or older."""
-    entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
-    same = f'(s."{order}" = f."{order}" AND s."{last}" = f."{last}")'
-    row = conn.exec_driver_sql(
-        "SELECT "
-        f'COALESCE(SUM(CASE WHEN f."{entity}" IS NULL THEN 1 ELSE 0 END), 0), '
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 's', 'f')} THEN 1 ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {same} THEN 1 ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 'f', 's')} THEN 1 ELSE 0 END), 0) "
-        f'FROM _stg_silver s LEFT JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
-    ).one()
-    return dict(zip(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"),
-                    map(int, row)))
-
-
-def upsert_silver(conn: Connection, spec: DatasetSpec) -> None:
-    """Newer wins by (ordering column, event key); an older or equal event never rewrites a row."""
-    table = SILVER[spec.name]
-    columns = [c.name for c in table.columns]
-    names = ", ".join(f'"{c}"' for c in columns)
-    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != spec.entity_key)
-    conn.exec_driver_sql(
-        f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_silver WHERE true "
-        f'ON CONFLICT ("{spec.entity_key}") DO UPDATE SET {updates} '
-        f"WHERE {_silver_guard(spec, 'excluded', spec.silver_table)}"
-    )
-
-
-def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now: datetime) -> None:
-    """Recompute silver rows of some entities from bronze: the greatest event of each, or no row."""
-    if not entities:
-        return
-    entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
-    winners = []
-    for value in entities:
-        conn.execute(text(f'DELETE FROM {spec.silver_table} WHERE "{entity}" = :v'), {"v": value})
-        row = conn.execute(text(
-            f"SELECT _raw_payload, _partition_key, _batch_id, _manifest_id FROM {spec.bronze_table} "
-            f'WHERE "{entity}" = :v ORDER BY "{order}" DESC, "{key}" DESC LIMIT 1'), {"v": value}).first()
-        if row is not None:
-            winners.append(row)
-    if not winners:
-        return
-    typed = typed_from_payloads(spec, [w._raw_payload for w in winners])
-    rows = typed.select(
-        *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
-        pl.Series("_partition_key", [w._partition_key for w in winners], dtype=pl.String),
-        pl.Series("_batch_id", [w._batch_id for w in winners], dtype=pl.String),
-        pl.Series("_manifest_id", [w._manifest_id for w in winners], dtype=pl.String),
-        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
-    )
-    stage(conn, spec, "_stg_rebuilt", spec.silver_table, rows)
-    names = ", ".join(f'"{c}"' for c in rows.columns)
-    conn.exec_driver_sql(f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_rebuilt")
-
-
 # --- quarantine ----------------------------------------------------------------------------------
 
 def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, who: RunIdentity, now: datetime) -> int:
@@ -351,7 +185,7 @@ def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, w
         pl.lit(who.batch_id).alias("batch_id"),
         pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
     ).select([c.name for c in quarantine_table.columns if c.name != "id"])
-    stage(conn, spec, "_stg_quarantine", "quarantine", frame)
+    stage(conn, "_stg_quarantine", "quarantine", frame)
     names = ", ".join(frame.columns)
     result = conn.exec_driver_sql(
         f"INSERT INTO quarantine ({names}) SELECT {names} FROM _stg_quarantine WHERE true "
@@ -383,13 +217,13 @@ def write_partition(
 
     key = spec.event_key
     first = first_versions(batch.events, key)
-    stage(conn, spec, "_stg_events", spec.bronze_table, first.select(key, "_content_hash", "_delivery_key"))
+    stage(conn, "_stg_events", spec.bronze_table, first.select(key, "_content_hash", "_delivery_key"))
     resolution = resolve_versions(batch.events, _existing_events(conn, spec), key)
     replaced = resolution.displaced + resolution.relineage
     displaced_entities = _entities_of(conn, spec, resolution.displaced)
     if replaced:
         # the later delivery leaves bronze but stays on record as a copy
-        _stage_keys(conn, "_stg_replaced", replaced)
+        stage_keys(conn, "_stg_replaced", replaced)
         _copy_bronze_rows_to_redelivery(conn, spec, "_stg_replaced")
         conn.exec_driver_sql(f'DELETE FROM {spec.bronze_table} WHERE "{key}" IN (SELECT event_id FROM _stg_replaced)')
     # Under the partition lock, which keys bronze lacks was decided against a staged key list, so the
@@ -423,7 +257,7 @@ def write_partition(
     touched_keys = sorted(set(resolution.copies[key].to_list()) | set(replaced))
     if touched_keys:
         _insert_copies(conn, spec, resolution.copies, who)
-        _stage_keys(conn, "_stg_touched", touched_keys)
+        stage_keys(conn, "_stg_touched", touched_keys)
         derive_conflicts(conn, spec, "_stg_touched", now)
 
     lost_rows = resolution.conflicting.select(
@@ -435,5 +269,5 @@ def write_partition(
     )
     rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])
     result.quarantine_inserted = insert_quarantine(conn, spec, batch.quarantine, who, now)
-    _drop_stages(conn)
+    drop_stages(conn)
     return result, rejected

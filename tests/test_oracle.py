@@ -14,7 +14,7 @@ from schemas.tables import BRONZE
 from tasks.database import get_engine
 from tasks.generate import write_manifest
 from tests.helpers import ingest, quarantine_rows, silver_rows
-from tests.oracle import expected_state, parse_ts
+from tests.oracle import expected_state
 
 START = date(2026, 4, 10)
 STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed"]

@@ -1,0 +1,75 @@
+"""Bulk movement of Polars frames into tables: COPY on PostgreSQL, executemany on SQLite; temp staging."""
+
+from __future__ import annotations
+
+import polars as pl
+from sqlalchemy import Connection
+
+from tasks.database import is_postgres
+
+COPY_CHUNK_ROWS = 20_000  # small chunks let the server parse one while we format the next
+
+
+def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
+    """Columns as the text the databases parse: timestamps in one fixed-width UTC form, lists as JSON."""
+    ts_format = "%Y-%m-%d %H:%M:%S.%6f" + ("+00" if postgres else "")
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            exprs.append(pl.col(name).dt.convert_time_zone("UTC").dt.strftime(ts_format))
+        elif isinstance(dtype, pl.List):
+            exprs.append(
+                pl.struct(pl.col(name)).struct.json_encode()
+                .str.strip_prefix(f'{{"{name}":').str.strip_suffix("}").alias(name)
+            )
+        else:
+            exprs.append(pl.col(name))
+    return frame.select(exprs)
+
+
+def copy_text(rows: pl.DataFrame) -> str:
+    """Rows in COPY's text format: tab-separated, \\N for null, backslash escapes in values."""
+    special = rows.select(pl.col(pl.String).str.contains(r"[\\\t\n\r]").any())
+    needs = [name for name, flag in special.row(0, named=True).items() if flag] if special.width else []
+    escaped = rows.with_columns(
+        pl.col(needs).str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all("\t", "\\t", literal=True)
+        .str.replace_all("\n", "\\n", literal=True)
+        .str.replace_all("\r", "\\r", literal=True)
+    ) if needs else rows
+    return escaped.write_csv(include_header=False, separator="\t", quote_style="never", null_value="\\N")
+
+
+def stage(conn: Connection, name: str, like: str, frame: pl.DataFrame) -> None:
+    """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
+    bulk_load(conn, name, frame)
+
+
+def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
+    """Append a frame to a table: COPY on PostgreSQL, executemany on SQLite."""
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    postgres = is_postgres(conn.engine)
+    rows = _sql_text_frame(frame, postgres)
+    if postgres:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
+            for offset in range(0, rows.height, COPY_CHUNK_ROWS):
+                copy.write(copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
+    else:
+        marks = ", ".join("?" for _ in frame.columns)
+        for offset in range(0, rows.height, COPY_CHUNK_ROWS):
+            conn.exec_driver_sql(f"INSERT INTO {name} ({columns}) VALUES ({marks})",
+                                 rows.slice(offset, COPY_CHUNK_ROWS).rows())
+
+
+def drop_stages(conn: Connection) -> None:
+    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies", "_stg_rebuilt"):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+
+def stage_keys(conn: Connection, name: str, keys: list[str]) -> None:
+    stage(conn, name, "redelivery", pl.DataFrame({"event_id": keys}, schema={"event_id": pl.String}))
