@@ -104,7 +104,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _print_json({"partitions": [_summary_json(s) for s in summaries],
                      "no_input": [d.isoformat() for d in missing]})
         return EXIT_OK
-    print(f"Data Factory demo: dataset {args.dataset}, warehouse {settings.database_url}\n")
+    from sqlalchemy.engine import make_url
+
+    warehouse = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"Data Factory demo: dataset {args.dataset}, warehouse {warehouse}\n")
     print(_summary_rows(summaries))
     for day in missing:
         print(f"{day}: no manifest declares this partition (a gap for backfill to report)")
