@@ -22,19 +22,24 @@ from tasks.warehouse import WriteResult
 DAYS = [date(2026, 4, 14), date(2026, 4, 16), date(2026, 4, 17)]
 
 
-def identity(day: date, manifests: list, action: str = "run") -> RunIdentity:
+def identity(day: date, manifests: list, action: str = "run", partial: bool = False) -> RunIdentity:
     fingerprint = source_fingerprint(manifests)
     return RunIdentity("tickets", day, batch_id_for("tickets", day, fingerprint), "", fingerprint,
-                       tuple(m.manifest_id for m in manifests), action, "execute", "operator_request", "test", None)
+                       tuple(m.manifest_id for m in manifests), action, "execute", "operator_request", "test", None,
+                       partial=partial)
 
 
 def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
-           before_silver: Callable[[], None] | None = None) -> tuple[WriteResult, Any]:
-    """Manifests -> read -> validate -> one transaction; returns the write counts and the rejects."""
+           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> tuple[WriteResult, Any]:
+    """Manifests -> read -> validate -> one transaction; returns the write counts and the rejects.
+    With `manifest_id`, only that delivery (a replay)."""
     spec = get_dataset("tickets")
     manifests = partition_manifests(manifest_dir, "tickets", day)
+    if manifest_id is not None:
+        manifests = [m for m in manifests if m.manifest_id == manifest_id]
     batch = validate_batch(spec, read_manifests(spec, manifests, manifest_dir), day)
-    result, rejected, _, _ = commit_partition(get_engine(url), spec, batch, identity(day, manifests),
+    who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None)
+    result, rejected, _, _ = commit_partition(get_engine(url), spec, batch, who,
                                               dry_run=dry_run, force=force, before_silver=before_silver)
     return result, rejected
 
