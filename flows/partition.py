@@ -80,7 +80,7 @@ def partition_flow(
 
     raw = read_assets_task(spec, manifests, Path(settings.manifest_dir))
     batch = validate_contract_task(spec, raw, partition_key)
-    del raw  # the validated batch holds what the write needs; free the raw copy before it
+    del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
     result, rejected, who, attempt = commit_partition_task(engine, spec, batch, who, dry_run, force)
     if result.waited_for:
         logger.warning("%s/%s: waited for %s, which held the partition", dataset, partition_key, result.waited_for)
