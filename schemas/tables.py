@@ -82,16 +82,23 @@ def _silver(spec: DatasetSpec) -> Table:
 BRONZE: dict[str, Table] = {name: _bronze(spec) for name, spec in DATASETS.items()}
 SILVER: dict[str, Table] = {name: _silver(spec) for name, spec in DATASETS.items()}
 
+def _delivered_at() -> list[Column]:
+    """Where a record came from: its partition, batch, manifest, file and line."""
+    return [
+        Column("partition_key", String(10), nullable=False),
+        Column("batch_id", String(36), nullable=False),
+        Column("manifest_id", Text, nullable=False),
+        Column("source_uri", Text, nullable=False),
+        Column("line_number", Integer, nullable=False),
+    ]
+
+
 quarantine = Table(
     "quarantine",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("dataset", String(64), nullable=False),
-    Column("partition_key", String(10), nullable=False),
-    Column("batch_id", String(36), nullable=False),
-    Column("manifest_id", Text, nullable=False),
-    Column("source_uri", Text, nullable=False),
-    Column("line_number", Integer, nullable=False),
+    *_delivered_at(),
     Column("reason_code", String(32), nullable=False),
     Column("detail", Text, nullable=False),
     Column("event_id", Text, index=True),
@@ -112,11 +119,7 @@ redelivery = Table(
     Column("event_id", KeyString, nullable=False, index=True),
     Column("content_hash", String(32), nullable=False),
     Column("delivery_key", KeyString, nullable=False),
-    Column("partition_key", String(10), nullable=False),
-    Column("batch_id", String(36), nullable=False),
-    Column("manifest_id", Text, nullable=False),
-    Column("source_uri", Text, nullable=False),
-    Column("line_number", Integer, nullable=False),
+    *_delivered_at(),
     Column("raw_payload", Text, nullable=False),
     UniqueConstraint("dataset", "manifest_id", "source_uri", "line_number", name="uq_redelivery_record"),
 )
