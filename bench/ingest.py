@@ -51,7 +51,8 @@ def ours(url: str, root: Path) -> float:
     fingerprint = source_fingerprint(manifests)
     who = RunIdentity("tickets", DAY, batch_id_for("tickets", DAY, fingerprint), "", fingerprint,
                       tuple(m.manifest_id for m in manifests), "run", "execute", "operator_request", "bench", None)
-    result, rejected, _, _ = commit_partition(get_engine(url), spec, batch, who, dry_run=False, force=False)
+    done = commit_partition(get_engine(url), spec, batch, who, dry_run=False, force=False)
+    result, rejected = done.result, done.rejected
     elapsed = time.perf_counter() - started
     print(f"  ours: bronze_inserted={result.bronze_inserted} silver_inserted={result.silver_inserted} "
           f"rejected={rejected.height} in {elapsed:.1f}s")

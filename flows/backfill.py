@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from flows.partition import partition_flow
+from flows.partition import partition_flow, summary_of
 from schemas.datasets import get_dataset
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import load_settings
@@ -33,6 +33,10 @@ class BackfillSummary(BaseModel):
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.results if r["status"] == "failed"]
 
+    @property
+    def held(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["status"] == "held"]
+
 
 @task(name="run-partition", cache_policy=NO_CACHE)
 def run_partition_task(dataset: str, entry: dict[str, Any], reason_code: str | None, operator: str) -> dict[str, Any]:
@@ -40,14 +44,16 @@ def run_partition_task(dataset: str, entry: dict[str, Any], reason_code: str | N
     rerun = entry["proposed_action"] == Action.RERUN
     why = reason_code or ACTIONS[entry["gap_reason"]][1] or ActionReason.OPERATOR_REQUEST.value
     try:
-        summary = partition_flow(dataset=dataset, partition_key=date.fromisoformat(entry["partition_key"]),
-                                 action=Action.BACKFILL, reason_code=ActionReason(why), force=rerun,
-                                 operator=operator)
+        summary = summary_of(partition_flow(
+            dataset=dataset, partition_key=date.fromisoformat(entry["partition_key"]), action=Action.BACKFILL,
+            reason_code=ActionReason(why), force=rerun, operator=operator, return_state=True))
     except Exception as exc:  # per-partition isolation: the ledger and this result carry the error
         get_run_logger().warning("%s/%s failed: %s", dataset, entry["partition_key"], exc)
         return {"partition_key": entry["partition_key"], "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return {"partition_key": entry["partition_key"], "status": summary.status, "error": None,
-            "bronze_inserted": summary.bronze_inserted, "invalid": summary.invalid, "run_id": summary.run_id}
+    return {"partition_key": entry["partition_key"], "status": summary.status,
+            "error": summary.message if summary.status == "held" else None,
+            "bronze_inserted": summary.bronze_inserted, "invalid": summary.invalid, "run_id": summary.run_id,
+            "evidence_path": summary.evidence_path}
 
 
 @flow(name="backfill-flow")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,6 +26,14 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _dataset(name: str) -> str:
+    from schemas.datasets import DATASETS
+
+    if name not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    return name
+
+
 def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
@@ -43,14 +52,15 @@ SUMMARY_COLUMNS = [
     ("invalid", "invalid"), ("dup", "duplicate_in_batch"), ("late", "late_arriving"),
     ("br_new", "bronze_inserted"), ("br_old", "bronze_existing"), ("sv_new", "silver_inserted"),
     ("sv_upd", "silver_updated"), ("sv_same", "silver_unchanged"), ("sv_stale", "silver_stale_skipped"),
-    ("reconciled", "reconciled"),
+    ("reconciled", "reconciled"), ("downstream", "downstream"),
 ]
 
 
 def _summary_rows(summaries: list[Any]) -> str:
     rows = []
     for s in summaries:
-        data = {**s.model_dump(), "reconciled": ("yes" if s.reconciled else "NO") if s.reconcile() else "-"}
+        data = {**s.model_dump(), "reconciled": ("yes" if s.reconciled else "NO") if s.reconcile() else "-",
+                "downstream": s.downstream.decision if s.downstream else "-"}
         rows.append([data[key] for _, key in SUMMARY_COLUMNS])
     return _table([h for h, _ in SUMMARY_COLUMNS], rows)
 
@@ -59,19 +69,38 @@ def _summary_json(summary: Any) -> dict[str, Any]:
     return {**summary.model_dump(mode="json"), "reconcile": summary.reconcile()}
 
 
+def _verdict_lines(summary: Any) -> list[str]:
+    """Why a partition is held or warned, and where its evidence is: what an operator reads next."""
+    key = summary.partition_key
+    lines = [f"{key}: {c.status.upper()} {c.name}: {c.detail}" for c in summary.checks if c.status in ("fail", "warn")]
+    if summary.downstream:
+        lines.append(f"{key}: downstream {summary.downstream.decision}: {summary.downstream.reason}")
+    if summary.evidence_path:
+        lines.append(f"{key}: evidence {summary.evidence_path}")
+    return lines
+
+
+def _exit_for(summaries: list[Any]) -> int:
+    """1 when a partition is held, a check would hold it (dry run), or there was nothing to run."""
+    for s in summaries:
+        if s.status in ("held", "no_input") or s.blocking_checks:
+            return EXIT_FAILED
+    return EXIT_OK
+
+
 # --- commands ------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.partition import partition_flow
+    from flows.partition import run_partition
     from schemas.settings import load_settings
     from tasks.manifests import partition_manifests
 
     settings = load_settings()
     partition = args.partition or settings.default_partition
     partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here, cleanly
-    summary = partition_flow(dataset=args.dataset, partition_key=partition, mode=args.mode,
-                             action=args.action, reason_code=args.reason, force=args.force,
-                             operator=args.operator)
+    summary = run_partition(dataset=args.dataset, partition_key=partition, mode=args.mode,
+                            action=args.action, reason_code=args.reason, force=args.force,
+                            operator=args.operator)
     if args.json:
         _print_json(_summary_json(summary))
     else:
@@ -80,11 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{summary.partition_key}: {summary.message}")
         if summary.waited_for:
             print(f"{summary.partition_key}: waited for {summary.waited_for}")
-    return EXIT_FAILED if summary.status == "no_input" else EXIT_OK
+        print("\n".join(_verdict_lines(summary)))
+    return _exit_for([summary])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.partition import partition_flow
+    from flows.partition import run_partition
     from schemas.settings import load_settings
     from tasks.manifests import discover_manifests, partition_manifests
 
@@ -98,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if day not in days:
             continue
         partition_manifests(Path(settings.manifest_dir), args.dataset, day)
-        summaries.append(partition_flow(dataset=args.dataset, partition_key=day, operator=args.operator))
+        summaries.append(run_partition(dataset=args.dataset, partition_key=day, operator=args.operator))
     missing = [d for d in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)) if d not in days]
     if args.json:
         _print_json({"partitions": [_summary_json(s) for s in summaries],
@@ -111,8 +141,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(_summary_rows(summaries))
     for day in missing:
         print(f"{day}: no manifest declares this partition (a gap for backfill to report)")
-    print("\nNext: `datafactory status --dataset tickets`; run again and every partition is a skip.")
-    return EXIT_OK
+    print()
+    for summary in summaries:
+        print("\n".join(_verdict_lines(summary)))
+    report = Path(settings.report_dir)
+    print(f"\nEvidence: {report / 'run_evidence' / args.dataset}/<partition>/<run>.json; "
+          f"delivery summary: {report / 'delivery_summary.md'}")
+    print("Next: `datafactory status`, `datafactory checks --partition 2026-04-16`, "
+          "`datafactory evidence --partition 2026-04-17`; run the demo again and every partition is a skip.")
+    held = [s for s in summaries if s.status == "held"]
+    if held:
+        print(f"{len(held)} partition(s) held: " + ", ".join(str(s.partition_key) for s in held))
+    return EXIT_FAILED if held else EXIT_OK
 
 
 def _planned_runs(plan_dir: Path, since: Any) -> int | None:
@@ -200,7 +240,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
               f"plan written to {summary.plan_path}")
         for failure in summary.failed:
             print(f"{failure['partition_key']}: failed: {failure['error']}")
-    return EXIT_FAILED if summary.failed else EXIT_OK
+        for held in summary.held:
+            print(f"{held['partition_key']}: {held['error']}; evidence {held['evidence_path']}")
+    return EXIT_FAILED if summary.failed or summary.held else EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -212,13 +254,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id)
     for index in range(len(manifest.assets)):  # a changed file fails here, cleanly, before any flow runs
         verify_asset(manifest, index, Path(settings.manifest_dir), args.accept_changed)
-    summary = replay_flow(manifest_id=args.manifest_id, reason_code=args.reason,
-                          accept_changed=args.accept_changed, operator=args.operator)
+    from flows.partition import summary_of
+
+    summary = summary_of(replay_flow(manifest_id=args.manifest_id, reason_code=args.reason,
+                                     accept_changed=args.accept_changed, operator=args.operator, return_state=True))
     if args.json:
         _print_json(_summary_json(summary))
     else:
         print(_summary_rows([summary]))
-    return EXIT_OK
+        print("\n".join(_verdict_lines(summary)))
+    return _exit_for([summary])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -229,13 +274,86 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     declared = {m.partition_key for m in discover_manifests(Path(settings.manifest_dir)) if m.dataset == args.dataset}
+    from tasks.report import calendar_strip, status_counts
+
     rows = partition_status(get_engine(settings.database_url), args.dataset, declared, args.start, args.end)
     if args.json:
-        _print_json(rows)
+        _print_json({"dataset": args.dataset, "counts": status_counts(rows), "partitions": rows})
         return EXIT_OK
-    headers = ["partition", "status", "outputs", "last_action", "reason", "outcome", "updated_at"]
-    print(_table(headers, [[r[h] for h in headers] for r in rows]))
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(f"{args.dataset}: " + (f"{rows[0]['partition']} to {rows[-1]['partition']}" if rows else "no partitions"))
+    print("\n".join(calendar_strip(rows, colour)))
+    if rows:
+        headers = ["partition", "status", "outputs", "last_action", "reason", "outcome", "updated_at"]
+        print()
+        print(_table(headers, [[r[h] for h in headers] for r in rows]))
     return EXIT_OK
+
+
+def _partition_arg(args: argparse.Namespace) -> date:
+    from schemas.settings import load_settings
+
+    return args.partition or load_settings().default_partition
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    """Check results of the run behind the partition's current state; exit 1 when one holds it."""
+    from schemas.settings import load_settings
+    from tasks.checks import stored_results
+    from tasks.database import get_engine, reading
+    from tasks.ledger import current_run
+
+    settings = load_settings()
+    partition = _partition_arg(args).isoformat()
+    with reading(get_engine(settings.database_url)) as conn:
+        run_id = current_run(conn, args.dataset, partition)
+        results = stored_results(conn, run_id) if run_id else []
+    failed = [r for r in results if r.status == "fail"]
+    if args.json:
+        _print_json({"dataset": args.dataset, "partition": partition, "run_id": run_id,
+                     "held": bool(failed), "checks": [r.model_dump() for r in results]})
+    elif not results:
+        print(f"{args.dataset}/{partition}: no check results; the partition has no successful or held run "
+              "(see `datafactory status`)")
+    else:
+        print(f"{args.dataset}/{partition}: checks of run {run_id}")
+        headers = ["check", "severity", "status", "observed", "warn_above", "error_above", "detail"]
+        print(_table(headers, [[r.name, r.severity, r.status.upper() if r.status in ("fail", "warn") else r.status,
+                                _fmt(r.observed), _fmt(r.warn_above), _fmt(r.error_above), r.detail]
+                               for r in results]))
+        print(f"\n{args.dataset}/{partition}: " + (f"HELD by {', '.join(r.name for r in failed)}" if failed
+                                                   else "no error check failed; downstream may consume it"))
+    return EXIT_FAILED if failed or not results else EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """The latest evidence of a partition: of the run behind its current state, else the newest file."""
+    from schemas.settings import load_settings
+    from tasks.artifacts import evidence_markdown
+    from tasks.database import get_engine, reading
+    from tasks.evidence import latest_evidence
+    from tasks.ledger import current_run
+
+    settings = load_settings()
+    partition = _partition_arg(args).isoformat()
+    with reading(get_engine(settings.database_url)) as conn:
+        run_id = current_run(conn, args.dataset, partition)
+    found = latest_evidence(Path(settings.report_dir), args.dataset, partition, run_id)
+    if found is None:
+        raise UsageError(f"{Path(settings.report_dir) / 'run_evidence' / args.dataset / partition}: "
+                         "no evidence for this partition; run it first")
+    path, evidence = found
+    if args.json:
+        print(path.read_text(), end="")
+    else:
+        print(evidence_markdown(evidence, path), end="")
+    return EXIT_FAILED if evidence["downstream"]["decision"] == "hold" else EXIT_OK
 
 
 def cmd_manifests_validate(args: argparse.Namespace) -> int:
@@ -283,12 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", parents=[common], help="ingest the shipped sample partitions")
-    demo.add_argument("--dataset", default="tickets")
+    demo.add_argument("--dataset", type=_dataset, default="tickets")
     demo.add_argument("--operator", default="demo")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", parents=[common], help="materialize one partition")
-    run.add_argument("--dataset", default="tickets")
+    run.add_argument("--dataset", type=_dataset, default="tickets")
     run.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     run.add_argument("--mode", choices=["execute", "dry-run"], default="execute")
     run.add_argument("--action", choices=[a.value for a in Action if a is not Action.RETRY], default="run")
@@ -298,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", parents=[common], help="plan a window; execute only its gaps")
-    backfill.add_argument("--dataset", default="tickets")
+    backfill.add_argument("--dataset", type=_dataset, default="tickets")
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True)
     backfill.add_argument("--mode", choices=["dry-run", "execute"], required=True)
@@ -317,10 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     status = sub.add_parser("status", parents=[common], help="per-partition state")
-    status.add_argument("--dataset", default="tickets")
+    status.add_argument("--dataset", type=_dataset, default="tickets")
     status.add_argument("--start", type=_date)
     status.add_argument("--end", type=_date)
     status.set_defaults(func=cmd_status)
+
+    checks = sub.add_parser("checks", parents=[common], help="check results of a partition's current run")
+    checks.add_argument("--dataset", type=_dataset, default="tickets")
+    checks.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
+    checks.set_defaults(func=cmd_checks)
+
+    evidence = sub.add_parser("evidence", parents=[common], help="the latest run evidence of a partition")
+    evidence.add_argument("--dataset", type=_dataset, default="tickets")
+    evidence.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
+    evidence.set_defaults(func=cmd_evidence)
 
     manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
     msub = manifests.add_subparsers(dest="manifests_command", required=True)

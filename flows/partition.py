@@ -2,31 +2,105 @@
 
 from __future__ import annotations
 
-from datetime import date
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any, Iterator
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from schemas.datasets import get_dataset
 from schemas.reason_codes import Action, ActionReason, Mode
-from schemas.settings import load_settings
-from schemas.summary import PartitionSummary
-from tasks.commit import commit_partition_task, record_skip
+from schemas.settings import FactorySettings, load_settings
+from schemas.summary import Downstream, PartitionSummary
+from tasks import ledger
+from tasks.artifacts import publish_artifacts_task
+from tasks.assets import as_materialization, source_assets, table_assets
+from tasks.commit import Committed, commit_partition_task, record_skip
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
+from tasks.evidence import RunContext, build_evidence, write_evidence
 from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import RunIdentity, succeeded_with
-from tasks.manifests import batch_id_for, source_fingerprint, validate_manifests_task
+from tasks.manifests import batch_id_for, discover_manifests, source_fingerprint, validate_manifests_task
+from tasks.report import write_delivery_summary_task
 
 
-def _summary(who: RunIdentity, status: str, **counts: object) -> PartitionSummary:
+def _summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
     return PartitionSummary(
         dataset=who.dataset, partition_key=who.partition_key, mode=who.mode, action=who.action,
-        reason_code=who.reason_code, status=status, batch_id=who.batch_id, run_id=who.run_id or None,
-        flow_run_id=who.flow_run_id, source_fingerprint=who.fingerprint, manifest_ids=list(who.manifest_ids),
-        **counts,
+        reason_code=who.reason_code, operator=who.operator, status=status, batch_id=who.batch_id,
+        run_id=who.run_id or None, flow_run_id=who.flow_run_id, source_fingerprint=who.fingerprint,
+        manifest_ids=list(who.manifest_ids), **fields,
     )
+
+
+@contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = time.perf_counter() - began
+
+
+def _trace_id() -> str | None:
+    """The root flow run: a backfill's when this run is one of its partitions, else this run's own."""
+    try:
+        return str(flow_run.root_flow_run_id or flow_run.id)
+    except Exception:  # outside a server-backed run there is no root to look up
+        return str(flow_run.id) if flow_run.id else None
+
+
+def decide_downstream(summary: PartitionSummary) -> Downstream:
+    """May downstream consume the partition after this run? Only a clean, committed (or current) output."""
+    blocking = [c.name for c in summary.blocking_checks]
+    if summary.status == "succeeded":
+        warned = [c.name for c in summary.checks if c.status == "warn"]
+        return Downstream(decision="unblock", reason="every error check passed" + (
+            f"; warnings: {', '.join(warned)}" if warned else ""))
+    if summary.status == "skipped":
+        return Downstream(decision="unblock", reason="already succeeded from the same inputs; current output unchanged")
+    if summary.status == "held":
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in summary.blocking_checks)
+        return Downstream(decision="hold", reason=f"held by {detail}", blocking_checks=blocking)
+    if summary.status == "dry_run":
+        verdict = f"checks would hold it ({', '.join(blocking)})" if blocking else "checks would unblock it"
+        return Downstream(decision="hold", reason=f"dry run: nothing was committed; {verdict}",
+                          blocking_checks=blocking)
+    if summary.status == "no_input":
+        return Downstream(decision="hold", reason="no manifest declares this partition")
+    return Downstream(decision="hold", reason=f"the run failed; earlier output, if any, is unchanged: {summary.message}")
+
+
+def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
+    status = "dry_run" if dry_run else "held" if done.held else "succeeded"
+    message = ""
+    if done.held:
+        message = "held by " + ", ".join(c.name for c in done.checks if c.status == "fail")
+    return _summary(done.who, status, attempt=done.attempt, waited_for=done.result.waited_for,
+                    checks=done.checks, message=message, **done.counts.model_dump())
+
+
+@task(name="write-evidence", cache_policy=NO_CACHE)
+def write_evidence_task(report_dir: Path, summary: PartitionSummary, ctx: RunContext) -> tuple[dict[str, Any], Path]:
+    evidence = build_evidence(summary, ctx, datetime.now(timezone.utc))
+    return evidence, write_evidence(report_dir, evidence)
+
+
+def _hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
+    """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
+    summary = summary.model_copy(update={"downstream": decide_downstream(summary)})
+    evidence, path = write_evidence_task(Path(settings.report_dir), summary, ctx)
+    publish_artifacts_task(evidence, path)
+    write_delivery_summary_task(get_engine(settings.database_url), Path(settings.report_dir),
+                                discover_manifests(Path(settings.manifest_dir)))
+    return summary.model_copy(update={"evidence_path": str(path)})
 
 
 @flow(name="partition-flow", log_prints=False)
@@ -40,19 +114,24 @@ def partition_flow(
     force: bool = False,
     operator: str = "datafactory",
     accept_changed: bool = False,
-) -> PartitionSummary:
-    """Manifests → read → validate → bronze, silver, quarantine and ledger in one transaction.
+) -> PartitionSummary | State:
+    """Manifests → read → validate → bronze, silver, quarantine, checks and ledger in one transaction →
+    evidence (JSON, Prefect artifacts, delivery summary).
 
     Skips when the partition already succeeded from the same source fingerprint, unless `force`.
-    `mode="dry-run"` reads, validates and counts against the warehouse, then rolls everything back.
+    `mode="dry-run"` reads, validates, writes and checks, then rolls everything back.
     `manifest_id` narrows the run to one delivery (a replay); `accept_changed` takes changed source
     files as they are now instead of rejecting them (source_fingerprint_changed).
+    A failed error check holds the partition and ends the flow run Failed, naming the check.
     """
     logger = get_run_logger()
+    started = datetime.now(timezone.utc)
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
-    manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
+    stages: dict[str, float] = {}
+    with _timed(stages, "manifests"):
+        manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
         if not manifests:
@@ -64,48 +143,74 @@ def partition_flow(
         run_id="", fingerprint=fingerprint, manifest_ids=tuple(m.manifest_id for m in manifests),
         action=Action(action).value, mode=Mode(mode).value, reason_code=ActionReason(reason_code).value,
         operator=operator, flow_run_id=str(flow_run.id) if flow_run.id else None,
-        partial=manifest_id is not None,
+        partial=manifest_id is not None, accept_changed=accept_changed,
     )
+    ctx = RunContext(spec=spec, manifests=manifests, started_at=started, stages=stages, trace_id=_trace_id())
     dry_run = Mode(mode) is Mode.DRY_RUN
     if not manifests:
         logger.info("%s/%s: no manifest declares this partition; nothing to ingest", dataset, partition_key)
-        return _summary(who, "no_input", message="no manifest declares this partition")
+        return _hand_over(settings, _summary(replace(who, run_id=ledger.new_run_id()), "no_input",
+                                             message="no manifest declares this partition"), ctx)
 
     with reading(engine) as conn:
         up_to_date = succeeded_with(conn, dataset, partition_key, fingerprint)
+        current = ledger.current_run(conn, dataset, who.partition)
     if up_to_date and not force and not dry_run and manifest_id is None:
         who, attempt = record_skip(engine, who)
         logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key, fingerprint[:12])
-        return _summary(who, "skipped", attempt=attempt, message="already succeeded from the same inputs")
+        ctx.release_id = f"{dataset}/{who.partition}/{current}"
+        return _hand_over(settings, _summary(who, "skipped", attempt=attempt,
+                                             message=f"already succeeded from the same inputs (run {current})"), ctx)
 
-    raw = read_assets_task(spec, manifests, Path(settings.manifest_dir))
-    batch = validate_contract_task(spec, raw, partition_key)
-    del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
-    result, rejected, who, attempt = commit_partition_task(engine, spec, batch, who, dry_run, force)
-    if result.waited_for:
-        logger.warning("%s/%s: waited for %s, which held the partition", dataset, partition_key, result.waited_for)
-    if result.skipped:
-        return _summary(who, "skipped", attempt=attempt, waited_for=result.waited_for,
-                        message="the run we waited for produced the same inputs")
-    by_reason: dict[str, int] = {}
-    for code in rejected["reason_code"].to_list():
-        by_reason[code] = by_reason.get(code, 0) + 1
-    summary = _summary(
-        who, "dry_run" if dry_run else "succeeded", attempt=attempt,
-        declared_records=sum(a.record_count for m in manifests for a in m.assets),
-        total=batch.total, valid=batch.total - rejected.height, invalid=rejected.height,
-        invalid_by_reason=dict(sorted(by_reason.items())), duplicate_in_batch=result.duplicate_in_batch,
-        late_arriving=result.late_arriving,
-        distinct_entities=result.distinct_entities,
-        bronze_inserted=result.bronze_inserted, bronze_existing=result.bronze_existing,
-        bronze_displaced=result.bronze_displaced, silver_inserted=result.silver_inserted,
-        silver_updated=result.silver_updated, silver_unchanged=result.silver_unchanged,
-        silver_stale_skipped=result.silver_stale_skipped, quarantine_inserted=result.quarantine_inserted,
-        waited_for=result.waited_for,
-    )
+    try:
+        with _timed(stages, "read"):
+            raw = read_assets_task(spec, manifests, Path(settings.manifest_dir))
+        ctx.read_counts = raw.read_counts
+        with _timed(stages, "validate"):
+            batch = validate_contract_task(spec, raw, partition_key)
+        del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
+        write = commit_partition_task if dry_run else as_materialization(
+            commit_partition_task, table_assets(settings.database_url, spec), source_assets(manifests))
+        with _timed(stages, "write_and_check"):
+            done = write(engine, spec, batch, who, dry_run, force)
+    except Exception as exc:
+        with reading(engine) as conn:
+            last = ledger.last_attempt(conn, who.batch_id)
+        failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
+        ctx.error = f"{type(exc).__name__}: {exc}"
+        try:
+            _hand_over(settings, _summary(failed_who, "failed", attempt=last[1] if last else None,
+                                          message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__), ctx)
+        except Exception as evidence_error:  # the run's own failure is what the operator must see
+            logger.error("%s/%s: could not write evidence of the failure: %s", dataset, partition_key, evidence_error)
+        raise
+    if done.result.waited_for:
+        logger.warning("%s/%s: waited for %s, which held the partition", dataset, partition_key, done.result.waited_for)
+    if done.result.skipped:
+        with reading(engine) as conn:
+            current = ledger.current_run(conn, dataset, who.partition)
+        ctx.release_id = f"{dataset}/{who.partition}/{current}"
+        return _hand_over(settings, _summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
+                                             message="the run we waited for produced the same inputs"), ctx)
+    summary = _hand_over(settings, _counted(done, dry_run), ctx)
     logger.info(
         "%s/%s %s: total=%d valid=%d invalid=%d bronze_inserted=%d silver_inserted=%d silver_updated=%d",
         dataset, partition_key, summary.status, summary.total, summary.valid, summary.invalid,
         summary.bronze_inserted, summary.silver_inserted, summary.silver_updated,
     )
+    if summary.status == "held":
+        return Failed(message=f"{dataset}/{partition_key} held: {summary.downstream.reason}", data=summary)  # type: ignore[union-attr]
     return summary
+
+
+def summary_of(state: State) -> PartitionSummary:
+    """The summary a partition flow run returned (held runs included); a run that raised re-raises."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result  # type: ignore[no-any-return]
+
+
+def run_partition(**parameters: Any) -> PartitionSummary:
+    """Call partition_flow and return its summary whether the partition succeeded or was held."""
+    return summary_of(partition_flow(**parameters, return_state=True))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import Failed, State
 
-from flows.partition import partition_flow
+from flows.partition import partition_flow, summary_of
 from schemas.reason_codes import Action, ActionReason
 from schemas.settings import load_settings
 from schemas.summary import PartitionSummary
@@ -19,13 +20,16 @@ def replay_flow(
     reason_code: ActionReason = ActionReason.OPERATOR_REQUEST,
     accept_changed: bool = False,
     operator: str = "datafactory",
-) -> PartitionSummary:
+) -> PartitionSummary | State:
     """Replay one delivery. A changed source file stops the replay (source_fingerprint_changed)
-    unless `accept_changed`; replaying unchanged, already ingested inputs changes no table."""
+    unless `accept_changed`; replaying unchanged, already ingested inputs changes no table.
+    Ends in the partition run's state: Failed, naming the check, when a check held the partition."""
     settings = load_settings()
     manifest = find_manifest(Path(settings.manifest_dir), manifest_id)
     for index in range(len(manifest.assets)):
         verify_asset(manifest, index, Path(settings.manifest_dir), accept_changed)
-    return partition_flow(dataset=manifest.dataset, partition_key=manifest.partition_key, action=Action.REPLAY,
-                          reason_code=reason_code, manifest_id=manifest_id, force=True, operator=operator,
-                          accept_changed=accept_changed)
+    state = partition_flow(dataset=manifest.dataset, partition_key=manifest.partition_key, action=Action.REPLAY,
+                           reason_code=reason_code, manifest_id=manifest_id, force=True, operator=operator,
+                           accept_changed=accept_changed, return_state=True)
+    summary = summary_of(state)
+    return Failed(message=state.message, data=summary) if summary.status == "held" else summary

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 import pandera.polars as pa
 
+from schemas.checks import DEFAULT_CHECKS, CheckSpec
 from schemas.tickets import TicketEvent
 
 
@@ -24,17 +25,6 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
-class CheckThresholds:
-    """Check thresholds; severities and their use live with the checks."""
-
-    quarantine_ratio_warn: float = 0.05
-    quarantine_ratio_error: float = 0.50
-    null_ratio_error: float = 0.0
-    row_count_change_warn: float = 0.5
-    freshness_hours_warn: float = 48.0
-
-
-@dataclass(frozen=True)
 class DatasetSpec:
     """One dataset: its contract, keys and tables. Tables are generated from `fields`."""
 
@@ -49,7 +39,8 @@ class DatasetSpec:
     silver_table: str
     # bronze column -> silver column, for columns whose meaning changes in silver
     silver_renames: dict[str, str] = field(default_factory=dict)
-    thresholds: CheckThresholds = field(default_factory=CheckThresholds)
+    # checks run after every materialization, with their warn and error limits (schemas/checks.py)
+    checks: tuple[CheckSpec, ...] = DEFAULT_CHECKS
 
     @property
     def field_names(self) -> list[str]:
@@ -66,6 +57,10 @@ class DatasetSpec:
 
     def silver_name(self, bronze_column: str) -> str:
         return self.silver_renames.get(bronze_column, bronze_column)
+
+    @property
+    def required_silver_columns(self) -> list[str]:
+        return [self.silver_name(f.name) for f in self.fields if not f.nullable]
 
 
 S, T, L = FieldKind.STRING, FieldKind.TIMESTAMP, FieldKind.STRING_LIST

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -147,7 +148,7 @@ ingest_run = Table(
     Column("action", String(16), nullable=False),
     Column("mode", String(16), nullable=False),
     Column("reason_code", String(48), nullable=False),
-    Column("status", String(16), nullable=False),  # running, succeeded, failed, skipped
+    Column("status", String(16), nullable=False),  # running, succeeded, held, failed, skipped
     Column("flow_run_id", String(36)),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
@@ -185,4 +186,23 @@ decision_log = Table(
     Column("flow_run_id", String(36)),
     Column("outcome", String(16), nullable=False),
     Column("detail", Text),
+)
+
+check_result = Table(
+    "check_result",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("run_id", String(36), nullable=False, index=True),
+    Column("check_name", String(48), nullable=False),
+    Column("severity", String(8), nullable=False),  # warn, error
+    Column("status", String(8), nullable=False),  # pass, warn, fail, skipped
+    Column("observed", Float),
+    Column("warn_above", Float),
+    Column("error_above", Float),
+    Column("detail", Text, nullable=False),
+    Column("checked_at", Timestamp, nullable=False),
+    UniqueConstraint("run_id", "check_name", name="uq_check_per_run"),
 )

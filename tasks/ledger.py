@@ -33,6 +33,7 @@ class RunIdentity:
     operator: str
     flow_run_id: str | None
     partial: bool = False  # a subset of the partition's inputs (a replay): partition state is not its to move
+    accept_changed: bool = False  # edited source files were taken as they are now
 
     @property
     def partition(self) -> str:
@@ -101,8 +102,10 @@ def succeeded_with(conn: Connection, dataset: str, partition_key: date, fingerpr
 
 
 def finish_run(conn: Connection, who: RunIdentity, status: str, counts: dict[str, Any],
-               output_count: int | None, error: str | None = None) -> None:
-    """Close the attempt, move partition state (execute only) and log the decision, in the caller's transaction."""
+               output_count: int | None, error: str | None = None, detail: str | None = None) -> None:
+    """Close the attempt, move partition state (execute only) and log the decision, in the caller's transaction.
+
+    A partial run (a replay) leaves the partition's state alone, except that its failed checks hold it."""
     now = utc_now()
     conn.execute(update(ingest_run).where(ingest_run.c.run_id == who.run_id).values(
         status=status, finished_at=now, heartbeat_at=now, counts=json.dumps(counts, default=str), error=error,
@@ -113,10 +116,14 @@ def finish_run(conn: Connection, who: RunIdentity, status: str, counts: dict[str
                       run_id=who.run_id, output_count=output_count, updated_at=now)
         if conn.execute(update(partition_state).where(key).values(**values)).rowcount == 0:
             conn.execute(insert(partition_state).values(dataset=who.dataset, partition_key=who.partition, **values))
+    elif who.partial and status == "held":
+        conn.execute(update(partition_state).where(and_(
+            partition_state.c.dataset == who.dataset, partition_state.c.partition_key == who.partition,
+        )).values(status="held", updated_at=now))
     conn.execute(insert(decision_log).values(
         decided_at=now, action=who.action, reason_code=who.reason_code, operator=who.operator,
         dataset=who.dataset, partition_key=who.partition, batch_id=who.batch_id, run_id=who.run_id,
-        flow_run_id=who.flow_run_id, outcome=status, detail=error,
+        flow_run_id=who.flow_run_id, outcome=status, detail=error or detail,
     ))
 
 
@@ -128,3 +135,16 @@ def fail_run(engine: Engine, who: RunIdentity, error: str) -> None:
         # a failed rerun of a partition that had succeeded from other inputs still leaves those outputs
         finish_run(conn, who, "failed", {}, 0 if previous is None or previous.status != "succeeded" else None,
                    error=error)
+
+
+def current_run(conn: Connection, dataset: str, partition: str) -> str | None:
+    """The run behind the partition's current state (its output and checks), if it has one."""
+    return conn.execute(select(partition_state.c.run_id).where(and_(
+        partition_state.c.dataset == dataset, partition_state.c.partition_key == partition))).scalar_one_or_none()
+
+
+def last_attempt(conn: Connection, batch_id: str) -> tuple[str, int] | None:
+    """(run id, attempt) of the batch's latest attempt."""
+    row = conn.execute(select(ingest_run.c.run_id, ingest_run.c.attempt).where(ingest_run.c.batch_id == batch_id)
+                       .order_by(ingest_run.c.attempt.desc()).limit(1)).first()
+    return (row.run_id, row.attempt) if row else None

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,6 +48,10 @@ class RawBatch:
     records: pl.DataFrame  # spec fields as raw strings/lists + lineage columns
     malformed: pl.DataFrame  # QUARANTINE_SCHEMA rows
     read_counts: dict[str, int]  # source uri -> records read
+    # the source's own field names, from a sample of records (the schema drift check judges them)
+    field_sample: dict[str, int] = dataclass_field(default_factory=dict)  # field -> sampled records carrying it
+    sampled_records: int = 0
+    declared_records: int = 0  # what the manifests say the assets hold
 
     @property
     def total(self) -> int:
@@ -324,21 +330,55 @@ def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: 
     return frames, pl.DataFrame(malformed, schema=QUARANTINE_SCHEMA)
 
 
+FIELD_SAMPLE_RECORDS = 1000
+
+
+def sample_fields(fmt: str, path: Path, limit: int = FIELD_SAMPLE_RECORDS) -> tuple[Counter[str], int]:
+    """The field names an asset's records carry, from its first records (a header or schema counts once)."""
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            return Counter(next(csv.reader(handle), [])), 1
+    if fmt == "parquet":
+        return Counter(pl.read_parquet_schema(path)), 1
+    seen: Counter[str] = Counter()
+    sampled = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            if sampled >= limit:
+                break
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # blank or malformed: the reader quarantines it; no fields to learn from
+            if type(obj) is dict:
+                seen.update(obj.keys())
+                sampled += 1
+    return seen, sampled
+
+
 def read_partition(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[tuple[str, int], Path]) -> RawBatch:
     """All assets of a partition's manifests, in delivery order."""
     frames: list[pl.DataFrame] = []
     malformed: list[pl.DataFrame] = []
     read_counts: dict[str, int] = {}
+    fields: Counter[str] = Counter()
+    sampled = 0
     for manifest in manifests:
         for index, asset in enumerate(manifest.assets):
-            asset_frames, asset_malformed = read_asset(spec, manifest, index, paths[(manifest.manifest_id, index)])
+            path = paths[(manifest.manifest_id, index)]
+            asset_frames, asset_malformed = read_asset(spec, manifest, index, path)
             frames.extend(asset_frames)
             malformed.append(asset_malformed)
             read_counts[f"{manifest.manifest_id}:{asset.uri}"] = sum(f.height for f in asset_frames) + asset_malformed.height
+            asset_fields, asset_sampled = sample_fields(asset.format, path)
+            fields.update(asset_fields)
+            sampled += asset_sampled
     empty = pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
     records = pl.concat([empty, *frames], how="vertical") if frames else empty
     bad = pl.concat(malformed) if malformed else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    return RawBatch(records=records, malformed=bad, read_counts=read_counts)
+    declared = sum(a.record_count for m in manifests for a in m.assets)
+    return RawBatch(records=records, malformed=bad, read_counts=read_counts,
+                    field_sample=dict(fields), sampled_records=sampled, declared_records=declared)
 
 
 def utc_now() -> datetime:

@@ -40,5 +40,6 @@ def partition_status(engine: Engine, dataset: str, declared: set[date],
             "reason": decision.reason_code if decision else None,
             "outcome": decision.outcome if decision else None,
             "updated_at": state.updated_at.isoformat(timespec="seconds") if state else None,
+            "run_id": state.run_id if state else None,
         })
     return rows

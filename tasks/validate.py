@@ -33,6 +33,11 @@ class ValidatedBatch:
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
     total: int
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    # carried over from the read, for the checks and the evidence
+    declared_records: int = 0
+    read_counts: dict[str, int] = field(default_factory=dict)
+    field_sample: dict[str, int] = field(default_factory=dict)
+    sampled_records: int = 0
 
 
 def partition_window(partition_key: date) -> tuple[datetime, datetime]:
@@ -140,4 +145,8 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
         quarantine=quarantine,
         total=raw.total,
         invalid_by_reason=dict(Counter(quarantine["reason_code"].to_list())),
+        declared_records=raw.declared_records,
+        read_counts=raw.read_counts,
+        field_sample=raw.field_sample,
+        sampled_records=raw.sampled_records,
     )

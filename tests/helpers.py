@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from schemas.datasets import get_dataset
 from schemas.tables import BRONZE, SILVER, quarantine
-from tasks.commit import commit_partition
+from tasks.commit import Committed, commit_partition
 from tasks.database import get_engine
 from tasks.ingest import read_manifests
 from tasks.ledger import RunIdentity
@@ -29,9 +29,9 @@ def identity(day: date, manifests: list, action: str = "run", partial: bool = Fa
                        partial=partial)
 
 
-def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
-           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> tuple[WriteResult, Any]:
-    """Manifests -> read -> validate -> one transaction; returns the write counts and the rejects.
+def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
+           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> Committed:
+    """Manifests -> read -> validate -> one transaction (write and checks); what the attempt did.
     With `manifest_id`, only that delivery (a replay)."""
     spec = get_dataset("tickets")
     manifests = partition_manifests(manifest_dir, "tickets", day)
@@ -39,9 +39,15 @@ def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
     batch = validate_batch(spec, read_manifests(spec, manifests, manifest_dir), day)
     who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None)
-    result, rejected, _, _ = commit_partition(get_engine(url), spec, batch, who,
-                                              dry_run=dry_run, force=force, before_silver=before_silver)
-    return result, rejected
+    return commit_partition(get_engine(url), spec, batch, who, dry_run=dry_run, force=force,
+                            before_silver=before_silver)
+
+
+def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
+           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> tuple[WriteResult, Any]:
+    """`commit`, reduced to the write counts and the rejected records."""
+    done = commit(url, manifest_dir, day, force, dry_run, before_silver, manifest_id)
+    return done.result, done.rejected
 
 
 def data_tables(url: str) -> dict[str, list[tuple]]:

@@ -18,8 +18,8 @@ D14, D16, D17 = DAYS
 EXPECTED = {
     D14: dict(bronze_inserted=8, bronze_existing=0, duplicate_in_batch=0, conflicting=0, late_arriving=0,
               silver_inserted=4, silver_updated=0, silver_unchanged=0, silver_stale_skipped=0, rejected=0),
-    D16: dict(bronze_inserted=3, bronze_existing=0, duplicate_in_batch=1, conflicting=0, late_arriving=0,
-              silver_inserted=2, silver_updated=1, silver_unchanged=0, silver_stale_skipped=0, rejected=9),
+    D16: dict(bronze_inserted=30, bronze_existing=0, duplicate_in_batch=1, conflicting=0, late_arriving=0,
+              silver_inserted=11, silver_updated=1, silver_unchanged=0, silver_stale_skipped=0, rejected=9),
     D17: dict(bronze_inserted=7, bronze_existing=1, duplicate_in_batch=1, conflicting=1, late_arriving=3,
               silver_inserted=3, silver_updated=1, silver_unchanged=0, silver_stale_skipped=1, rejected=1),
 }

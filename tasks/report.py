@@ -1,0 +1,130 @@
+"""Partition calendars and the delivery summary: the partition set at a glance, for terminals and files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from schemas.datasets import DATASETS
+from schemas.manifest import SourceManifest
+from tasks.evidence import latest_evidence
+from tasks.status import partition_status
+
+STATUS_ORDER = ("succeeded", "held", "failed", "missing", "no_input")
+GLYPH = {"succeeded": "S", "held": "H", "failed": "F", "missing": "M", "no_input": "."}
+COLOUR = {"succeeded": "32", "held": "33", "failed": "31", "missing": "35", "no_input": "2"}  # ANSI SGR
+LEGEND = {"succeeded": "succeeded", "held": "held (an error check failed)", "failed": "failed",
+          "missing": "missing (inputs declared, never materialized)", "no_input": "no input declared"}
+SUMMARY_FILE = "delivery_summary.md"
+
+
+def _paint(text: str, status: str, colour: bool) -> str:
+    return f"\033[{COLOUR[status]}m{text}\033[0m" if colour else text
+
+
+def calendar_strip(rows: list[dict[str, Any]], colour: bool = False) -> list[str]:
+    """One line per month, one character per day, under a day-of-month ruler; then the legend and counts."""
+    if not rows:
+        return ["(no partitions)"]
+    by_day = {date.fromisoformat(r["partition"]): r["status"] for r in rows}
+    months = sorted({(d.year, d.month) for d in by_day})
+    lines = ["         " + "".join(str(n % 10) for n in range(1, 32))]
+    for year, month in months:
+        cells = []
+        for day in range(1, 32):
+            try:
+                status = by_day.get(date(year, month, day))
+            except ValueError:
+                status = None  # the month is shorter
+            cells.append(" " if status is None else _paint(GLYPH[status], status, colour))
+        lines.append(f"{year:04d}-{month:02d}  " + "".join(cells).rstrip())
+    counts = Counter(by_day.values())
+    lines.append("")
+    lines.append("  ".join(f"{_paint(GLYPH[s], s, colour)} {LEGEND[s]} {counts.get(s, 0)}" for s in STATUS_ORDER))
+    return lines
+
+
+def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(r["status"] for r in rows)
+    return {s: counts.get(s, 0) for s in STATUS_ORDER}
+
+
+def _held_line(row: dict[str, Any], evidence: dict[str, Any] | None, path: Path | None) -> str:
+    if evidence is None:
+        return f"- {row['partition']}: held; no evidence on file"
+    checks = [c for c in evidence["checks"] if c["status"] == "fail"]
+    why = "; ".join(f"{c['name']} ({c['detail']})" for c in checks) or evidence["downstream"]["reason"]
+    return f"- **{row['partition']}**: held by {why}. Evidence: `{path}`"
+
+
+def dataset_section(engine: Engine, report_dir: Path, dataset: str, declared: set[date]) -> list[str]:
+    rows = partition_status(engine, dataset, declared)
+    counts = status_counts(rows)
+    lines = [f"## {dataset}", ""]
+    if not rows:
+        return lines + ["No partitions declared or materialized yet.", ""]
+    lines += [f"Partitions {rows[0]['partition']} to {rows[-1]['partition']}: "
+              + ", ".join(f"{LEGEND[s].split(' (')[0]} {n}" for s, n in counts.items()) + ".", ""]
+    lines += ["```", *calendar_strip(rows), "```", ""]
+    table, held, totals = [], [], Counter()
+    for row in rows:
+        found = latest_evidence(report_dir, dataset, row["partition"], row["run_id"]) if row["status"] != "no_input" else None
+        path, evidence = found if found else (None, None)
+        if row["status"] == "held":
+            held.append(_held_line(row, evidence, path))
+        if row["status"] == "no_input":
+            continue
+        counts_of = evidence["counts"] if evidence and evidence["status"] in ("succeeded", "held") else None
+        if counts_of and row["status"] in ("succeeded", "held"):
+            totals.update({k: counts_of[k] for k in ("total", "valid", "invalid")})
+            totals["in_bronze"] += counts_of["bronze_inserted"] + counts_of["bronze_existing"]
+        decision = evidence["downstream"]["decision"] if evidence else "hold"
+        warnings = ", ".join(c["name"] for c in evidence["checks"] if c["status"] == "warn") if evidence else ""
+        table.append([row["partition"], row["status"], decision,
+                      counts_of["total"] if counts_of else "-", counts_of["valid"] if counts_of else "-",
+                      counts_of["invalid"] if counts_of else "-", warnings or "-",
+                      f"`{path}`" if path else "none"])
+    lines += [f"Current outputs: {totals['total']} records read, {totals['valid']} valid, "
+              f"{totals['invalid']} quarantined, {totals['in_bronze']} distinct events in bronze.", ""]
+    lines += ["### Held partitions", "", *(held or ["None."]), ""]
+    lines += ["### Partitions", "",
+              "| partition | status | downstream | read | valid | invalid | warnings | latest evidence |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in table]
+    return lines + [""]
+
+
+def delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> str:
+    warehouse = make_url(str(engine.url)).render_as_string(hide_password=True)
+    lines = ["# Delivery summary", "",
+             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the warehouse "
+             f"`{warehouse}` and the evidence under `{report_dir}`. Downstream consumes a partition only when its "
+             "decision is `unblock`.", ""]
+    for dataset in sorted(DATASETS):
+        declared = {m.partition_key for m in manifests if m.dataset == dataset}
+        lines += dataset_section(engine, report_dir, dataset, declared)
+    return "\n".join(lines)
+
+
+def write_delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> Path:
+    """Regenerate `{report_dir}/delivery_summary.md` atomically (partition runs may finish at once)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / SUMMARY_FILE
+    partial = report_dir / f".{SUMMARY_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+    partial.write_text(delivery_summary(engine, report_dir, manifests))
+    os.replace(partial, path)
+    return path
+
+
+@task(name="write-delivery-summary", cache_policy=NO_CACHE)
+def write_delivery_summary_task(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> Path:
+    return write_delivery_summary(engine, report_dir, manifests)
