@@ -131,8 +131,7 @@ def _entity_key_unique(o: Observations) -> Measure:
 def _null_ratio(o: Observations) -> Measure:
     if o.silver_rows == 0:
         return None, "no silver rows to profile"
-    worst = max(o.null_counts, key=lambda c: o.null_counts[c])
-    ratio = o.null_counts[worst] / o.silver_rows
+    ratio = max(o.null_counts.values(), default=0) / o.silver_rows
     if ratio == 0:
         return 0.0, f"{len(o.null_counts)} required columns, no nulls in {o.silver_rows} rows"
     nulls = {c: n for c, n in o.null_counts.items() if n}

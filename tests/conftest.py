@@ -88,3 +88,13 @@ def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp
     monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(sample_dir))
     monkeypatch.setenv("FACTORY_REPORT_DIR", str(tmp_path / "reports"))
     return warehouse_url
+
+
+@pytest.fixture(autouse=True)
+def evidence_contract(tmp_path: Path) -> Iterator[None]:
+    """Contract test on every test: each evidence file the test produced validates against the schema."""
+    yield
+    from tasks.evidence import read_evidence, validate_evidence
+
+    for path in sorted(tmp_path.rglob("run_evidence/*/*/*.json")):
+        validate_evidence(read_evidence(path))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,51 @@ def test_backfill_dry_run_prints_the_plan_and_writes_only_the_plan(workspace: Pa
         ("2026-04-16", "missing_partition"), ("2026-04-17", "missing_partition")]
     assert Path(report["plan_path"]).is_file()
     assert report["results"] == []
+
+
+def _held_day(workspace: Path) -> None:
+    """2026-04-20 in the workspace: 8 of 10 records invalid."""
+    from tests.test_checks import mostly_invalid
+
+    mostly_invalid(workspace / "manifests")
+
+
+def test_running_a_partition_that_fails_a_check_exits_1_naming_it(workspace: Path) -> None:
+    _held_day(workspace)
+    result = datafactory(workspace, "run", "--partition", "2026-04-20")
+    assert result.returncode == 1, result.stderr
+    assert "2026-04-20: FAIL quarantine_ratio: 8 of 10 records quarantined (schema_violation 8)" in result.stdout
+
+
+def test_checks_of_a_held_partition_exit_1(workspace: Path) -> None:
+    from tests.helpers import commit
+
+    _held_day(workspace)
+    commit(f"sqlite:///{workspace / 'warehouse.db'}", workspace / "manifests", date(2026, 4, 20))
+    result = datafactory(workspace, "checks", "--partition", "2026-04-20")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "tickets/2026-04-20: HELD by quarantine_ratio"
+
+
+def test_checks_of_a_clean_partition_exit_0(workspace: Path) -> None:
+    from tests.helpers import commit
+
+    commit(f"sqlite:///{workspace / 'warehouse.db'}", workspace / "manifests", date(2026, 4, 14))
+    result = datafactory(workspace, "checks", "--partition", "2026-04-14", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["held"] is False
+
+
+def test_status_draws_a_plain_calendar_strip_in_a_pipe(workspace: Path) -> None:
+    result = datafactory(workspace, "status")
+    assert result.returncode == 0, result.stderr
+    assert "2026-04               M.MM" in result.stdout.splitlines()
+    assert "\033[" not in result.stdout
+
+
+def test_evidence_json_prints_the_latest_evidence_file(workspace: Path) -> None:
+    result = datafactory(workspace, "run", "--partition", "2026-04-14")
+    assert result.returncode == 0, result.stderr
+    shown = datafactory(workspace, "evidence", "--partition", "2026-04-14", "--json")
+    [path] = (workspace / "reports/run_evidence/tickets/2026-04-14").glob("*.json")
+    assert (shown.returncode, shown.stdout) == (0, path.read_text())
