@@ -189,9 +189,9 @@ def partition_evidence(report_dir: Path, dataset: str, partition: str) -> list[t
 def latest_evidence(report_dir: Path, dataset: str, partition: str,
                     run_id: str | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The evidence of `run_id` when given (the run behind the partition's current state), else the newest."""
-    found = partition_evidence(report_dir, dataset, partition)
     if run_id is not None:
-        for path, evidence in found:
-            if evidence["ids"]["run_id"] == run_id:
-                return path, evidence
+        path = evidence_dir(report_dir, dataset, partition) / f"{run_id}.json"
+        if path.is_file():
+            return path, read_evidence(path)
+    found = partition_evidence(report_dir, dataset, partition)
     return found[-1] if found else None

@@ -14,8 +14,11 @@ import pytest
 from tests.conftest import REPO
 
 
-def datafactory(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def datafactory(workspace: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess on the workspace: on its own ephemeral Prefect server, or on `api_url`'s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_"))}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     env.update(
         PREFECT_HOME=str(workspace / "prefect-home"),
         FACTORY_MANIFEST_DIR=str(workspace / "manifests"),
@@ -32,7 +35,15 @@ def workspace(sample_dir: Path) -> Path:
     return sample_dir.parent
 
 
-def test_demo_prints_every_partition_and_is_clean(workspace: Path) -> None:
+@pytest.fixture
+def api_url(prefect_harness: None) -> str:
+    """The test harness's Prefect server: CLI runs skip starting an ephemeral server of their own."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def test_demo_prints_every_partition_and_is_clean(workspace: Path, api_url: str) -> None:
     """`datafactory demo` exits 0 with the per-partition table; Prefect prints no errors or tracebacks."""
     first = datafactory(workspace, "demo")
     assert first.returncode == 0, first.stderr
@@ -43,7 +54,7 @@ def test_demo_prints_every_partition_and_is_clean(workspace: Path) -> None:
     for noise in ("Traceback", "ERROR", "telemetry"):
         assert noise not in first.stdout + first.stderr
 
-    again = datafactory(workspace, "demo", "--json")
+    again = datafactory(workspace, "demo", "--json", api_url=api_url)  # the ephemeral server was the point above
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert [p["status"] for p in report["partitions"]] == ["skipped", "skipped", "skipped"]
@@ -75,9 +86,9 @@ def test_bad_date_is_a_usage_error(workspace: Path) -> None:
     assert result.returncode == 2 and "is not a date" in result.stderr
 
 
-def test_backfill_dry_run_prints_the_plan_and_writes_only_the_plan(workspace: Path) -> None:
+def test_backfill_dry_run_prints_the_plan_and_writes_only_the_plan(workspace: Path, api_url: str) -> None:
     result = datafactory(workspace, "backfill", "--start", "2026-04-14", "--end", "2026-04-17",
-                         "--mode", "dry-run", "--json")
+                         "--mode", "dry-run", "--json", api_url=api_url)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [(e["partition_key"], e["gap_reason"]) for e in report["plan"]["entries"]] == [
@@ -94,9 +105,9 @@ def _held_day(workspace: Path) -> None:
     mostly_invalid(workspace / "manifests")
 
 
-def test_running_a_partition_that_fails_a_check_exits_1_naming_it(workspace: Path) -> None:
+def test_running_a_partition_that_fails_a_check_exits_1_naming_it(workspace: Path, api_url: str) -> None:
     _held_day(workspace)
-    result = datafactory(workspace, "run", "--partition", "2026-04-20")
+    result = datafactory(workspace, "run", "--partition", "2026-04-20", api_url=api_url)
     assert result.returncode == 1, result.stderr
     assert "2026-04-20: FAIL quarantine_ratio: 8 of 10 records quarantined (schema_violation 8)" in result.stdout
 
@@ -127,8 +138,8 @@ def test_status_draws_a_plain_calendar_strip_in_a_pipe(workspace: Path) -> None:
     assert "\033[" not in result.stdout
 
 
-def test_evidence_json_prints_the_latest_evidence_file(workspace: Path) -> None:
-    result = datafactory(workspace, "run", "--partition", "2026-04-14")
+def test_evidence_json_prints_the_latest_evidence_file(workspace: Path, api_url: str) -> None:
+    result = datafactory(workspace, "run", "--partition", "2026-04-14", api_url=api_url)
     assert result.returncode == 0, result.stderr
     shown = datafactory(workspace, "evidence", "--partition", "2026-04-14", "--json")
     [path] = (workspace / "reports/run_evidence/tickets/2026-04-14").glob("*.json")
