@@ -17,7 +17,8 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import date, datetime, time as dtime, timezone
+from datetime import date, datetime, timezone
+from datetime import time as dtime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,8 +33,8 @@ from tasks.generate import synthetic_events, write_jsonl, write_manifest  # noqa
 from tasks.ingest import read_manifests  # noqa: E402
 from tasks.ledger import RunIdentity  # noqa: E402
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint  # noqa: E402
-from tasks.validate import validate_batch  # noqa: E402
 from tasks.staging import COPY_CHUNK_ROWS, copy_text  # noqa: E402
+from tasks.validate import validate_batch  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
 
 DAY = date(2026, 4, 17)

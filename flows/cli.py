@@ -474,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # usage errors exit 2 through argparse
 
     from pydantic import ValidationError
+
     from tasks.errors import FactoryError
 
     try:

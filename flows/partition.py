@@ -27,7 +27,12 @@ from tasks.errors import InputError
 from tasks.evidence import RunContext, build_evidence, write_evidence
 from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import RunIdentity, succeeded_with
-from tasks.manifests import batch_id_for, discover_manifests, source_fingerprint, validate_manifests_task
+from tasks.manifests import (
+    batch_id_for,
+    discover_manifests,
+    source_fingerprint,
+    validate_manifests_task,
+)
 from tasks.report import write_delivery_summary_task
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pandera.polars as pa
+import polars as pl
 
 EVENT_TYPES = ["created", "updated", "commented", "status_changed", "closed"]
 STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed"]

@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
 
-import psycopg
 import polars as pl
+import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff

@@ -15,8 +15,6 @@ from schemas.tickets import CHANNELS, EVENT_TYPES, PRIORITIES, STATUSES
 from tasks.manifests import count_records
 
 
-
-
 def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition_key: date,
                    produced_at: datetime, assets: Iterable[Path], modality: str = "text") -> Path:
     """A manifest declaring files under `manifest_dir`, with their real sha256 and record counts."""

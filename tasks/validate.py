@@ -7,14 +7,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
+import orjson
 import pandera.errors
 import polars as pl
 
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.reason_codes import QuarantineReason
 from schemas.tickets import parse_utc
-import orjson
-
 from tasks.dedup import take
 from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, raw_schema
 

@@ -19,11 +19,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
-from schemas.tables import BRONZE, quarantine as quarantine_table
+from schemas.tables import BRONZE
+from schemas.tables import quarantine as quarantine_table
 from tasks.database import is_postgres
+from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import PartitionLockedError, TransientError
 from tasks.ledger import RunIdentity, running_holder, succeeded_with
-from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.silver import rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window

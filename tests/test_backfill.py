@@ -123,3 +123,13 @@ def test_planning_reads_the_ledger_once_for_the_whole_window(factory_env: str, s
         event.remove(engine, "before_cursor_execute", listener)
     assert len(entries) == 10_000
     assert len([s for s in statements if "partition_state" in s]) == 1
+
+
+def test_a_held_partition_is_reported_and_the_next_plan_holds_it(factory_env: str, sample_dir: Path) -> None:
+    from tests.test_checks import D20, mostly_invalid
+
+    mostly_invalid(sample_dir)
+    first = backfill_flow(dataset="tickets", start=D20, end=D20, mode="execute")
+    again = backfill_flow(dataset="tickets", start=D20, end=D20, mode="dry-run")
+    assert [(r["partition_key"], r["status"]) for r in first.held] == [("2026-04-20", "held")]
+    assert [(e["gap_reason"], e["proposed_action"]) for e in _plan(again)["entries"]] == [("held_partition", "hold")]

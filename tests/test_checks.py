@@ -6,7 +6,6 @@ import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, text
 
 from schemas.checks import DEFAULT_CHECKS, CheckName

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import InputError
-from tasks.manifests import batch_id_for, discover_manifests, partition_manifests, source_fingerprint
+from tasks.manifests import (
+    batch_id_for,
+    discover_manifests,
+    partition_manifests,
+    source_fingerprint,
+)
 
 D14 = date(2026, 4, 14)
 MANIFEST = "tickets-2026-04-14-a.json"

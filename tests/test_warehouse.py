@@ -11,7 +11,14 @@ from sqlalchemy import select
 
 from schemas.tables import ingest_run, partition_state
 from tasks.database import get_engine
-from tests.helpers import DAYS, bronze_payload, data_tables, ingest, quarantine_rows, silver_rows
+from tests.helpers import (
+    DAYS,
+    bronze_payload,
+    data_tables,
+    ingest,
+    quarantine_rows,
+    silver_rows,
+)
 
 D14, D16, D17 = DAYS
 
@@ -221,6 +228,7 @@ def test_text_with_escapes_round_trips(warehouse_url: str, tmp_path: Path) -> No
     """Tabs, newlines, backslashes, quotes and unicode in values survive staging on both databases."""
     import json
     from datetime import datetime, timezone
+
     from tasks.generate import write_manifest
 
     body = 'line one\nline\ttwo \\ "quoted" — ünïcode \\N'
