@@ -86,3 +86,22 @@ def bronze_payload(url: str, event_id: str) -> dict[str, Any]:
     with get_engine(url).connect() as conn:
         raw = conn.execute(select(table.c._raw_payload).where(table.c.event_id == event_id)).scalar_one()
     return json.loads(raw)
+
+
+def fail_the_write(monkeypatch: Any, fault: Callable[[], Exception], times: int | None = None) -> None:
+    """Make partition_flow's write raise `fault()` (the first `times` calls, or always), without retry waits."""
+    import flows.partition as partition_module
+    from tasks import commit as commit_module
+
+    real = commit_module.write_partition
+    calls = {"n": 0}
+
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if times is None or calls["n"] <= times:
+            raise fault()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "write_partition", faulty)
+    monkeypatch.setattr(partition_module, "commit_partition_task",
+                        commit_module.commit_partition_task.with_options(retry_delay_seconds=0))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from flows.partition import partition_flow, run_partition, summary_of
+from tests.helpers import fail_the_write
 from tests.test_checks import D20, mostly_invalid
 
 pytestmark = pytest.mark.flow
@@ -69,15 +70,7 @@ def test_evidence_of_a_clean_run_reconciles_and_cites_its_inputs(factory_env: st
 
 def test_a_failed_run_leaves_evidence_with_its_error(factory_env: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.partition as partition_module
-    from tasks import commit as commit_module
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise ValueError("disk full (injected)")
-
-    monkeypatch.setattr(commit_module, "write_partition", broken)
-    monkeypatch.setattr(partition_module, "commit_partition_task",
-                        commit_module.commit_partition_task.with_options(retry_delay_seconds=0))
+    fail_the_write(monkeypatch, lambda: ValueError("disk full (injected)"))
     with pytest.raises(ValueError):
         run_partition(dataset="tickets", partition_key=D14)
     [evidence] = _evidence_files(tmp_path, "2026-04-14")

@@ -7,13 +7,11 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-import flows.partition as partition_module
 from flows.partition import partition_flow
 from schemas.tables import ingest_run
-from tasks import commit as commit_module
 from tasks.database import get_engine
 from tasks.errors import TransientError
-from tests.helpers import data_tables
+from tests.helpers import data_tables, fail_the_write
 
 pytestmark = pytest.mark.flow
 D14 = date(2026, 4, 14)
@@ -52,18 +50,7 @@ def test_dry_run_flow_reports_counts_and_writes_nothing(factory_env: str) -> Non
 
 def test_transient_errors_are_retried_and_data_written_once(factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two transient failures, then success: three attempts in the ledger, eight bronze rows."""
-    real = commit_module.write_partition
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] <= 2:
-            raise TransientError("connection reset by peer (injected)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(commit_module, "write_partition", flaky)
-    monkeypatch.setattr(partition_module, "commit_partition_task",
-                        commit_module.commit_partition_task.with_options(retry_delay_seconds=0))
+    fail_the_write(monkeypatch, lambda: TransientError("connection reset by peer (injected)"), times=2)
     summary = partition_flow(dataset="tickets", partition_key=D14)
     assert summary.status == "succeeded" and summary.attempt == 3
     assert _runs(factory_env) == [(1, "failed"), (2, "failed"), (3, "succeeded")]
@@ -71,12 +58,7 @@ def test_transient_errors_are_retried_and_data_written_once(factory_env: str, mo
 
 
 def test_non_transient_errors_are_not_retried(factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise ValueError("a bug, not the network")
-
-    monkeypatch.setattr(commit_module, "write_partition", broken)
-    monkeypatch.setattr(partition_module, "commit_partition_task",
-                        commit_module.commit_partition_task.with_options(retry_delay_seconds=0))
+    fail_the_write(monkeypatch, lambda: ValueError("a bug, not the network"))
     with pytest.raises(ValueError):
         partition_flow(dataset="tickets", partition_key=D14)
     assert _runs(factory_env) == [(1, "failed")]
