@@ -356,6 +356,73 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     return EXIT_FAILED if evidence["downstream"]["decision"] == "hold" else EXIT_OK
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from flows.partition import summary_of
+    from flows.restore import restore_flow
+    from tasks.lake import LakeError, snapshot_manifest
+
+    try:  # a wrong snapshot id fails here, cleanly, before any flow runs
+        snapshot_manifest(_lake(), args.dataset, args.partition, args.snapshot)
+    except LakeError as exc:
+        raise UsageError(str(exc)) from None
+    summary = summary_of(restore_flow(dataset=args.dataset, partition_key=args.partition, snapshot_id=args.snapshot,
+                                      reason_code=args.reason, operator=args.operator, return_state=True))
+    if args.json:
+        _print_json(_summary_json(summary))
+    else:
+        print(f"{summary.partition_key}: {summary.message}")
+        print("\n".join(_verdict_lines(summary)))
+    return _exit_for([summary])
+
+
+def _lake() -> Any:
+    from schemas.settings import load_settings
+    from tasks.lake import open_lake
+
+    return open_lake(load_settings())
+
+
+def cmd_lake_snapshots(args: argparse.Namespace) -> int:
+    from tasks.lake import list_snapshots
+
+    lake = _lake()
+    snapshots = list_snapshots(lake, args.dataset, args.partition)
+    if args.json:
+        _print_json(snapshots)
+        return EXIT_OK
+    if not snapshots:
+        print(f"{lake.storage.url}/{lake.prefix(args.dataset, args.partition)}: no committed snapshot")
+        return EXIT_FAILED
+    print(_table(["snapshot_id", "current", "rows", "files", "committed_at", "run_id"],
+                 [[m["snapshot_id"], "*" if m["current"] else "", m["rows"], len(m["files"]), m["committed_at"],
+                   m["run_id"]] for m in snapshots]))
+    return EXIT_OK
+
+
+def cmd_lake_compact(args: argparse.Namespace) -> int:
+    from schemas.datasets import get_dataset
+    from tasks.lake import compact_month
+
+    reports = compact_month(_lake(), get_dataset(args.dataset), args.month)
+    if args.json:
+        _print_json(reports)
+    elif not reports:
+        print(f"{args.dataset} {args.month}: nothing to compact (every partition is one file)")
+    else:
+        print(_table(["partition", "rows", "files_before", "files_after", "snapshot_after"],
+                     [[r["partition_key"], r["rows"], r["files_before"], r["files_after"], r["snapshot_after"]]
+                      for r in reports]))
+    return EXIT_OK
+
+
+def _month(text: str) -> str:
+    try:
+        date.fromisoformat(text + "-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month (YYYY-MM)") from None
+    return text
+
+
 def cmd_manifests_validate(args: argparse.Namespace) -> int:
     from tasks.manifests import discover_manifests, parse_manifest, verify_asset
 
@@ -449,6 +516,25 @@ def build_parser() -> argparse.ArgumentParser:
     evidence.add_argument("--dataset", type=_dataset, default="tickets")
     evidence.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     evidence.set_defaults(func=cmd_evidence)
+
+    restore = sub.add_parser("restore", parents=[common], help="make a lake snapshot current; rebuild silver from the lake")
+    restore.add_argument("--dataset", type=_dataset, default="tickets")
+    restore.add_argument("--partition", type=_date, required=True)
+    restore.add_argument("--snapshot", required=True, help="a snapshot id from `datafactory lake snapshots`")
+    restore.add_argument("--reason", choices=[r.value for r in ActionReason], default="untrusted_state")
+    restore.add_argument("--operator", default="cli")
+    restore.set_defaults(func=cmd_restore)
+
+    lake = sub.add_parser("lake", parents=[common], help="the Parquet lake: snapshots and compaction")
+    lsub = lake.add_subparsers(dest="lake_command", required=True)
+    snapshots = lsub.add_parser("snapshots", parents=[common], help="a partition's retained snapshots")
+    snapshots.add_argument("--dataset", type=_dataset, default="tickets")
+    snapshots.add_argument("--partition", type=_date, required=True)
+    snapshots.set_defaults(func=cmd_lake_snapshots)
+    compact = lsub.add_parser("compact", parents=[common], help="rewrite a month's partitions into fewer files")
+    compact.add_argument("--dataset", type=_dataset, default="tickets")
+    compact.add_argument("--month", type=_month, required=True, help="YYYY-MM")
+    compact.set_defaults(func=cmd_lake_compact)
 
     manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
     msub = manifests.add_subparsers(dest="manifests_command", required=True)

@@ -26,6 +26,7 @@ from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext, build_evidence, write_evidence
 from tasks.ingest import read_assets_task, validate_contract_task
+from tasks.lake import open_lake
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.manifests import (
     batch_id_for,
@@ -36,7 +37,7 @@ from tasks.manifests import (
 from tasks.report import write_delivery_summary_task
 
 
-def _summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
+def make_summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
     return PartitionSummary(
         dataset=who.dataset, partition_key=who.partition_key, mode=who.mode, action=who.action,
         reason_code=who.reason_code, operator=who.operator, status=status, batch_id=who.batch_id,
@@ -46,7 +47,7 @@ def _summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
 
 
 @contextmanager
-def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+def timed(stages: dict[str, float], name: str) -> Iterator[None]:
     began = time.perf_counter()
     try:
         yield
@@ -88,8 +89,9 @@ def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
     message = ""
     if done.held:
         message = "held by " + ", ".join(c.name for c in done.checks if c.status == "fail")
-    return _summary(done.who, status, attempt=done.attempt, waited_for=done.result.waited_for,
-                    checks=done.checks, message=message, **done.counts.model_dump())
+    return make_summary(done.who, status, attempt=done.attempt, waited_for=done.result.waited_for,
+                    checks=done.checks, message=message, lake_snapshot=done.snapshot_summary,
+                    **done.counts.model_dump())
 
 
 @task(name="write-evidence", cache_policy=NO_CACHE)
@@ -98,7 +100,7 @@ def write_evidence_task(report_dir: Path, summary: PartitionSummary, ctx: RunCon
     return evidence, write_evidence(report_dir, evidence)
 
 
-def _hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
+def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
     """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
     summary = summary.model_copy(update={"downstream": decide_downstream(summary)})
     evidence, path = write_evidence_task(Path(settings.report_dir), summary, ctx)
@@ -135,7 +137,7 @@ def partition_flow(
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
     stages: dict[str, float] = {}
-    with _timed(stages, "manifests"):
+    with timed(stages, "manifests"):
         manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
@@ -154,7 +156,7 @@ def partition_flow(
     dry_run = Mode(mode) is Mode.DRY_RUN
     if not manifests:
         logger.info("%s/%s: no manifest declares this partition; nothing to ingest", dataset, partition_key)
-        return _hand_over(settings, _summary(replace(who, run_id=ledger.new_run_id()), "no_input",
+        return hand_over(settings, make_summary(replace(who, run_id=ledger.new_run_id()), "no_input",
                                              message="no manifest declares this partition"), ctx)
 
     with reading(engine) as conn:
@@ -164,27 +166,29 @@ def partition_flow(
         who, attempt = record_skip(engine, who)
         logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key, fingerprint[:12])
         ctx.release_id = f"{dataset}/{who.partition}/{current}"
-        return _hand_over(settings, _summary(who, "skipped", attempt=attempt,
+        return hand_over(settings, make_summary(who, "skipped", attempt=attempt,
                                              message=f"already succeeded from the same inputs (run {current})"), ctx)
 
     try:
-        with _timed(stages, "read"):
+        with timed(stages, "read"):
             raw = read_assets_task(spec, manifests, Path(settings.manifest_dir))
         ctx.read_counts = raw.read_counts
-        with _timed(stages, "validate"):
+        with timed(stages, "validate"):
             batch = validate_contract_task(spec, raw, partition_key)
         del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
         write = commit_partition_task if dry_run else as_materialization(
             commit_partition_task, table_assets(settings.database_url, spec), source_assets(manifests))
-        with _timed(stages, "write_and_check"):
-            done = write(engine, spec, batch, who, dry_run, force)
+        # a replay is a subset of the partition's inputs: the partition's lake snapshot stays as it is
+        lake = None if dry_run or who.partial else open_lake(settings)
+        with timed(stages, "write_check_and_snapshot"):
+            done = write(engine, spec, batch, who, dry_run, force, lake)
     except Exception as exc:
         with reading(engine) as conn:
             last = ledger.last_attempt(conn, who.batch_id)
         failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
         ctx.error = f"{type(exc).__name__}: {exc}"
         try:
-            _hand_over(settings, _summary(failed_who, "failed", attempt=last[1] if last else None,
+            hand_over(settings, make_summary(failed_who, "failed", attempt=last[1] if last else None,
                                           message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__), ctx)
         except Exception as evidence_error:  # the run's own failure is what the operator must see
             logger.error("%s/%s: could not write evidence of the failure: %s", dataset, partition_key, evidence_error)
@@ -195,9 +199,9 @@ def partition_flow(
         with reading(engine) as conn:
             current = ledger.current_run(conn, dataset, who.partition)
         ctx.release_id = f"{dataset}/{who.partition}/{current}"
-        return _hand_over(settings, _summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
+        return hand_over(settings, make_summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
                                              message="the run we waited for produced the same inputs"), ctx)
-    summary = _hand_over(settings, _counted(done, dry_run), ctx)
+    summary = hand_over(settings, _counted(done, dry_run), ctx)
     logger.info(
         "%s/%s %s: total=%d valid=%d invalid=%d bronze_inserted=%d silver_inserted=%d silver_updated=%d",
         dataset, partition_key, summary.status, summary.total, summary.valid, summary.invalid,

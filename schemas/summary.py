@@ -108,6 +108,7 @@ class PartitionSummary(RunCounts):
     checks: list[CheckOutcome] = Field(default_factory=list)
     downstream: Downstream | None = None
     evidence_path: str | None = None
+    lake_snapshot: dict[str, Any] | None = None  # snapshot id, rows, files, manifest key
 
     def reconcile(self) -> dict[str, bool]:
         """Equation name -> holds (or is explained); empty when the run counted nothing (skip, no input)."""

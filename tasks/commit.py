@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 import polars as pl
 import psycopg
@@ -21,6 +21,7 @@ from tasks import checks, ledger
 from tasks.assets import annotate_assets, table_assets
 from tasks.database import reading
 from tasks.errors import TransientError
+from tasks.lake import Lake, commit_snapshot, lake_frame
 from tasks.ledger import RunIdentity
 from tasks.validate import ValidatedBatch, partition_window
 from tasks.warehouse import WriteResult, write_partition
@@ -56,6 +57,14 @@ class Committed:
     attempt: int | None  # None for a dry run: it is no ledger attempt
     counts: RunCounts
     checks: list[CheckOutcome]
+    snapshot: dict[str, Any] | None = None  # the lake snapshot this attempt committed
+    @property
+    def snapshot_summary(self) -> dict[str, Any] | None:
+        if self.snapshot is None:
+            return None
+        return {"snapshot_id": self.snapshot["snapshot_id"], "rows": self.snapshot["rows"],
+                "files": len(self.snapshot["files"]),
+                "manifest": f"{self.snapshot['dataset']}/dt={self.snapshot['partition_key']}/manifest.json"}
 
     @property
     def held(self) -> bool:
@@ -78,9 +87,15 @@ def run_counts(batch: ValidatedBatch, rejected: pl.DataFrame, result: WriteResul
 
 
 def _write_and_check(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity, now: datetime,
-                     force: bool, before_silver: Callable[[], None] | None) -> Committed:
-    """Write, then check what the transaction now holds; the verdicts commit (or roll back) with the data."""
-    result, rejected = write_partition(conn, spec, batch, who, now, force, before_silver)
+                     force: bool, before_silver: Callable[[], None] | None,
+                     lake: Lake | None = None) -> Committed:
+    """Write, check what the transaction now holds, then commit the lake snapshot (execute only).
+
+    The verdicts commit (or roll back) with the data; the lake commits before the warehouse does, so
+    a failed lake commit rolls the warehouse back and a failed warehouse commit leaves at worst a
+    newer snapshot that a rerun replaces.
+    """
+    result, rejected, accepted = write_partition(conn, spec, batch, who, now, force, before_silver)
     counts = run_counts(batch, rejected, result, who)
     if result.skipped:
         return Committed(result, rejected, who, None, counts, [])
@@ -89,7 +104,11 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch,
                               batch.sampled_records)
     outcomes = checks.evaluate(spec.checks, observed)
     checks.record_results(conn, who, outcomes, now)
-    return Committed(result, rejected, who, None, counts, outcomes)
+    snapshot = None
+    if lake is not None:
+        snapshot = commit_snapshot(lake, spec, who.partition_key, lake_frame(spec, accepted), who.run_id,
+                                   {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
+    return Committed(result, rejected, who, None, counts, outcomes, snapshot)
 
 
 def commit_partition(
@@ -100,8 +119,9 @@ def commit_partition(
     dry_run: bool,
     force: bool,
     before_silver: Callable[[], None] | None = None,
+    lake: Lake | None = None,
 ) -> Committed:
-    """Write and check a partition; every attempt is one ledger run. A failed error check holds it."""
+    """Write, check and snapshot a partition; every attempt is one ledger run. A failed error check holds it."""
     who = replace(who, run_id=ledger.new_run_id())
     now = datetime.now(timezone.utc)
     if dry_run:
@@ -116,7 +136,7 @@ def commit_partition(
     attempt = ledger.start_run(engine, who)
     try:
         with engine.begin() as conn:
-            done = _write_and_check(conn, spec, batch, who, now, force, before_silver)
+            done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
             result = done.result
             if result.waited_for is None and holder and ledger.run_status(conn, holder[0]) != "running":
                 result.waited_for = holder[1]
@@ -134,9 +154,9 @@ def commit_partition(
 @task(name="write-partition", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
 def commit_partition_task(engine: Engine, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity,
-                          dry_run: bool, force: bool) -> Committed:
-    """Write and check; as a materializing task (see tasks/assets.py) it also reports row counts per table."""
-    done = commit_partition(engine, spec, batch, who, dry_run, force)
+                          dry_run: bool, force: bool, lake: Lake | None = None) -> Committed:
+    """Write, check, snapshot; as a materializing task (see tasks/assets.py) it also reports row counts per table."""
+    done = commit_partition(engine, spec, batch, who, dry_run, force, lake=lake)
     status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
     annotate_assets(table_assets(engine.url.render_as_string(), spec), done.who.partition, done.counts, status)
     return done

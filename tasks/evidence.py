@@ -40,6 +40,7 @@ class RunContext:
     error: str | None = None
     trace_id: str | None = None
     release_id: str | None = None  # set for a skip: the release of the run that produced current state
+    inputs: list[dict[str, Any]] | None = None  # what the run read when it was not source manifests (restore)
 
 
 @cache
@@ -99,7 +100,8 @@ def known_limitations(summary: PartitionSummary) -> list[str]:
             notes.append(f"check {check.name} warned: {check.detail}")
     if summary.checks:
         notes.append(f"schema drift is judged on the first {FIELD_SAMPLE_RECORDS} records of each asset")
-    notes.append("no lake snapshot: the Parquet lake is not written by this version")
+    if summary.lake_snapshot is None and summary.status != "dry_run":
+        notes.append("no lake snapshot: a replay re-consumes one delivery, the partition's snapshot stays")
     return notes
 
 
@@ -144,7 +146,7 @@ def build_evidence(summary: PartitionSummary, ctx: RunContext, finished_at: date
         "reconcile": {"reconciled": not unexplained, "unexplained": len(unexplained),
                       "equations": [e.model_dump() for e in equations]},
         "checks": [c.model_dump() for c in summary.checks],
-        "inputs": [
+        "inputs": ctx.inputs if ctx.inputs is not None else [
             {"manifest_id": m.manifest_id, "uri": a.uri, "format": a.format, "sha256": a.sha256,
              "record_count": a.record_count, "read_count": ctx.read_counts.get(f"{m.manifest_id}:{a.uri}")}
             for m in ctx.manifests for a in m.assets
@@ -152,7 +154,7 @@ def build_evidence(summary: PartitionSummary, ctx: RunContext, finished_at: date
         "outputs": {
             "committed": summary.status in ("succeeded", "held"),
             "tables": _tables(summary, ctx.spec) if counted else [],
-            "lake_snapshot": None,
+            "lake_snapshot": summary.lake_snapshot,
         },
         "downstream": downstream.model_dump(),
         "handoff": {"release_id": release, "trace_id": ctx.trace_id, "eval_run_id": None},

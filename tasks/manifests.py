@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 import uuid
 from datetime import date
 from functools import cache, lru_cache
@@ -87,14 +88,26 @@ def _parse_manifest(path: Path, _mtime_ns: int, _size: int) -> SourceManifest:
     return SourceManifest(**raw, path=path)
 
 
+def fetch_s3_asset(uri: str) -> Path:
+    """A local copy of an `s3://bucket/key` source, read through the lake's storage interface (prefect-aws)."""
+    from schemas.settings import load_settings
+    from tasks.storage import open_storage
+
+    settings = load_settings()
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    local = Path(tempfile.gettempdir()) / "datafactory-s3-sources" / bucket / key
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(open_storage(f"s3://{bucket}", None, settings.s3_endpoint_url).read(key))
+    return local
+
+
 def resolve_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
     """The local path of an asset; a URI that escapes the manifest root is rejected."""
     asset = manifest.assets[index]
     field = f"assets[{index}].uri"
     line = _line_of(manifest.path.read_text(encoding="utf-8"), ["assets", index, "uri"])
     if asset.uri.startswith("s3://"):
-        raise InputError(manifest.path, line, field,
-                         "s3:// sources are read once the S3 lake storage lands; use a local path")
+        return fetch_s3_asset(asset.uri)
     if "://" in asset.uri or asset.uri.startswith("/"):
         raise InputError(manifest.path, line, field,
                          f"{asset.uri!r} must be relative to the manifest directory")

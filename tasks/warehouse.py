@@ -205,16 +205,17 @@ def write_partition(
     now: datetime,
     force: bool = False,
     before_silver: Callable[[], None] | None = None,
-) -> tuple[WriteResult, pl.DataFrame]:
+) -> tuple[WriteResult, pl.DataFrame, pl.DataFrame]:
     """Bronze, silver and quarantine for one partition, inside the caller's transaction.
 
-    Returns the counts and the rejected records of this batch (the validator's plus the versions that
-    lost to an event's earliest delivery). The caller commits, or rolls back for a dry run.
+    Returns the counts, the rejected records of this batch (the validator's plus the versions that
+    lost to an event's earliest delivery) and the accepted events (one per event key: what the
+    partition delivered, for the lake). The caller commits, or rolls back for a dry run.
     """
     result = WriteResult(waited_for=lock_partition(conn, who))
     if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
         result.skipped = True  # the run we waited for already produced exactly this
-        return result, batch.quarantine.head(0)
+        return result, batch.quarantine.head(0), batch.events.head(0)
 
     key = spec.event_key
     first = first_versions(batch.events, key)
@@ -271,4 +272,4 @@ def write_partition(
     rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])
     result.quarantine_inserted = insert_quarantine(conn, spec, batch.quarantine, who, now)
     drop_stages(conn)
-    return result, rejected
+    return result, rejected, accepted

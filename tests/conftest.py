@@ -87,6 +87,7 @@ def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp
     monkeypatch.setenv("FACTORY_DATABASE_URL", warehouse_url)
     monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(sample_dir))
     monkeypatch.setenv("FACTORY_REPORT_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("FACTORY_LAKE_URL", str(tmp_path / "lake"))
     return warehouse_url
 
 
@@ -98,3 +99,43 @@ def evidence_contract(tmp_path: Path) -> Iterator[None]:
 
     for path in sorted(tmp_path.rglob("run_evidence/*/*/*.json")):
         validate_evidence(read_evidence(path))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint on loopback: moto's threaded server, for the whole session."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the loopback endpoint, reached through the standard AWS variables only."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/factory"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The lake on a local folder, or on S3 (moto on loopback) through prefect-aws."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("s3_bucket_url")

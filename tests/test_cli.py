@@ -24,6 +24,7 @@ def datafactory(workspace: Path, *args: str, api_url: str | None = None) -> subp
         FACTORY_MANIFEST_DIR=str(workspace / "manifests"),
         FACTORY_DATABASE_URL=f"sqlite:///{workspace / 'warehouse.db'}",
         FACTORY_REPORT_DIR=str(workspace / "reports"),
+        FACTORY_LAKE_URL=str(workspace / "lake"),
         PYTHONPATH=str(REPO),
     )
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=workspace, env=env,
