@@ -146,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("\n".join(_verdict_lines(summary)))
     report = Path(settings.report_dir)
     print(f"\nEvidence: {report / 'run_evidence' / args.dataset}/<partition>/<run>.json; "
-          f"delivery summary: {report / 'delivery_summary.md'}")
+          f"delivery summary: {report / 'delivery_summary.md'}; lake: {settings.lake_url}/{args.dataset}/dt=<partition>/")
     print("Next: `datafactory status`, `datafactory checks --partition 2026-04-16`, "
           "`datafactory evidence --partition 2026-04-17`; run the demo again and every partition is a skip.")
     held = [s for s in summaries if s.status == "held"]
