@@ -3,7 +3,8 @@
     python bench/ingest.py [--events 1000000] [--tickets N]
 
 Generates N events as one JSONL partition, ingests it through the functions partition_flow's tasks
-wrap (manifest verification, read, contract validation, one transaction with staging + upserts),
+wrap (manifest verification, read, contract validation, one transaction with staging + upserts,
+checks, and the partition's lake snapshot on a local folder),
 then measures the limit on the same file: Polars read_ndjson and COPY of the rows straight into
 empty copies of the bronze table (its typed keys and the raw line) and the silver table (every typed
 field), with the same primary keys: no validation, no dedup, no conflict handling, no lineage.
@@ -31,9 +32,11 @@ from tasks.commit import commit_partition  # noqa: E402
 from tasks.database import get_engine  # noqa: E402
 from tasks.generate import synthetic_events, write_jsonl, write_manifest  # noqa: E402
 from tasks.ingest import read_manifests  # noqa: E402
+from tasks.lake import Lake  # noqa: E402
 from tasks.ledger import RunIdentity  # noqa: E402
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint  # noqa: E402
 from tasks.staging import COPY_CHUNK_ROWS, copy_text  # noqa: E402
+from tasks.storage import LocalStorage  # noqa: E402
 from tasks.validate import validate_batch  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
 
@@ -52,7 +55,8 @@ def ours(url: str, root: Path) -> float:
     fingerprint = source_fingerprint(manifests)
     who = RunIdentity("tickets", DAY, batch_id_for("tickets", DAY, fingerprint), "", fingerprint,
                       tuple(m.manifest_id for m in manifests), "run", "execute", "operator_request", "bench", None)
-    done = commit_partition(get_engine(url), spec, batch, who, dry_run=False, force=False)
+    lake = Lake(LocalStorage(root / "lake"))  # the partition flow commits a lake snapshot too
+    done = commit_partition(get_engine(url), spec, batch, who, dry_run=False, force=False, lake=lake)
     result, rejected = done.result, done.rejected
     elapsed = time.perf_counter() - started
     print(f"  ours: bronze_inserted={result.bronze_inserted} silver_inserted={result.silver_inserted} "

@@ -9,8 +9,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
@@ -19,22 +18,20 @@ from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import FactorySettings, load_settings
 from schemas.summary import Downstream, PartitionSummary
 from tasks import ledger
-from tasks.artifacts import publish_artifacts_task
 from tasks.assets import as_materialization, source_assets, table_assets
 from tasks.commit import Committed, commit_partition_task, record_skip
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
-from tasks.evidence import RunContext, build_evidence, write_evidence
+from tasks.evidence import RunContext
+from tasks.handover import leave_evidence_task
 from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.lake import open_lake
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.manifests import (
     batch_id_for,
-    discover_manifests,
     source_fingerprint,
     validate_manifests_task,
 )
-from tasks.report import write_delivery_summary_task
 
 
 def make_summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
@@ -94,19 +91,10 @@ def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
                     **done.counts.model_dump())
 
 
-@task(name="write-evidence", cache_policy=NO_CACHE)
-def write_evidence_task(report_dir: Path, summary: PartitionSummary, ctx: RunContext) -> tuple[dict[str, Any], Path]:
-    evidence = build_evidence(summary, ctx, datetime.now(timezone.utc))
-    return evidence, write_evidence(report_dir, evidence)
-
-
 def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
     """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
     summary = summary.model_copy(update={"downstream": decide_downstream(summary)})
-    evidence, path = write_evidence_task(Path(settings.report_dir), summary, ctx)
-    publish_artifacts_task(evidence, path)
-    write_delivery_summary_task(get_engine(settings.database_url), Path(settings.report_dir),
-                                discover_manifests(Path(settings.manifest_dir)))
+    path = leave_evidence_task(settings, summary, ctx)
     return summary.model_copy(update={"evidence_path": str(path)})
 
 

@@ -6,9 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 MARK = {"pass": "pass", "warn": "WARN", "fail": "FAIL", "skipped": "skipped"}
 COUNT_LABELS = [
@@ -99,8 +97,7 @@ def evidence_table(evidence: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@task(name="publish-artifacts", cache_policy=NO_CACHE)
-def publish_artifacts_task(evidence: dict[str, Any], path: Path) -> None:
+def publish_artifacts(evidence: dict[str, Any], path: Path) -> None:
     """The run's markdown summary and counts table, under keys stable per dataset and partition."""
     dataset, partition = evidence["dataset"], evidence["partition"]["key"]
     headline = f"{dataset} {partition}: {evidence['status']}, downstream {evidence['downstream']['decision']}"

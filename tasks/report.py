@@ -9,8 +9,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -123,8 +121,3 @@ def write_delivery_summary(engine: Engine, report_dir: Path, manifests: list[Sou
     partial.write_text(delivery_summary(engine, report_dir, manifests))
     os.replace(partial, path)
     return path
-
-
-@task(name="write-delivery-summary", cache_policy=NO_CACHE)
-def write_delivery_summary_task(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> Path:
-    return write_delivery_summary(engine, report_dir, manifests)

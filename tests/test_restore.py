@@ -34,7 +34,11 @@ def corrupt_silver_of(url: str, tickets: list[str]) -> None:
                               "WHERE ticket_id = :t"), {"t": ticket})
 
 
-def test_restore_brings_hand_corrupted_silver_back_to_the_oracle_state(factory_env: str, sample_dir: Path) -> None:
+def test_restore_brings_hand_corrupted_silver_back_to_the_oracle_state(factory_env: str, sample_dir: Path,
+                                                                       lake_url: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a local lake and on S3, with either warehouse: restore undoes a hand-made silver corruption."""
+    monkeypatch.setenv("FACTORY_LAKE_URL", lake_url)
     ingest_samples()
     lake = open_lake(load_settings())
     corrupt_silver_of(factory_env, sorted(set(read_partition(lake, "tickets", D17)["ticket_id"].to_list())))
