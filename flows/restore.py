@@ -6,41 +6,28 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from sqlalchemy import Engine, select
 
 from flows.partition import hand_over, make_summary, timed
-from schemas.datasets import DatasetSpec, get_dataset
+from schemas.datasets import get_dataset
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import load_settings
-from schemas.summary import PartitionSummary, RunCounts
+from schemas.summary import PartitionSummary
 from schemas.tables import ingest_batch
-from tasks import checks, ledger
-from tasks.commit import Committed
+from tasks import ledger
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext
 from tasks.lake import (
-    Lake,
     LakeError,
-    make_current,
     open_lake,
-    read_files,
-    read_partition,
     snapshot_manifest,
 )
 from tasks.ledger import RunIdentity
-from tasks.restore import (
-    lake_events,
-    replace_silver,
-    silver_from_events,
-    touched_entities,
-)
-from tasks.validate import partition_window
-from tasks.warehouse import WriteResult, lock_partition
+from tasks.restore import restore_partition_task
 
 
 def _identity(engine: Engine, dataset: str, day: date, manifest: dict[str, Any], reason: str, operator: str) -> RunIdentity:
@@ -57,43 +44,6 @@ def _identity(engine: Engine, dataset: str, day: date, manifest: dict[str, Any],
         action=Action.RESTORE.value, mode=Mode.EXECUTE.value, reason_code=reason, operator=operator,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
-
-
-def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity, snapshot_id: str) -> Committed:
-    """Snapshot current again, then one transaction: silver of the touched entities rebuilt, checks, ledger."""
-    day = who.partition_key
-    before = read_partition(lake, spec.name, day)
-    manifest = make_current(lake, spec.name, day, snapshot_id)
-    restored = read_files(lake, lake.prefix(spec.name, day), manifest)
-    entities = touched_entities(spec, restored, before)
-    now = datetime.now(timezone.utc)
-    rows = silver_from_events(spec, lake_events(lake, spec, entities), now)
-    in_snapshot = restored[spec.entity_key].n_unique() if restored.height else 0
-    counts = RunCounts(declared_records=restored.height, total=restored.height, valid=restored.height,
-                       bronze_existing=restored.height, distinct_entities=in_snapshot, silver_updated=in_snapshot)
-    attempt = ledger.start_run(engine, who)
-    try:
-        with engine.begin() as conn:
-            lock_partition(conn, who)
-            replace_silver(conn, spec, sorted(entities), rows)
-            _, window_end = partition_window(day)
-            observed = checks.observe(conn, spec, who, counts, restored, window_end, {}, 0)
-            outcomes = checks.evaluate(spec.checks, observed)
-            checks.record_results(conn, who, outcomes, now)
-            held = bool(checks.blocking(outcomes))
-            ledger.finish_run(conn, who, "held" if held else "succeeded", counts.model_dump(), restored.height,
-                              detail=f"restored snapshot {snapshot_id}; {len(entities)} entities rebuilt from the lake")
-    except BaseException as exc:
-        ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
-        raise
-    return Committed(WriteResult(silver_updated=in_snapshot), restored.head(0), who, attempt, counts, outcomes,
-                     manifest)
-
-
-@task(name="restore-partition", cache_policy=NO_CACHE)
-def restore_partition_task(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity,
-                           snapshot_id: str) -> Committed:
-    return restore_partition(engine, lake, spec, who, snapshot_id)
 
 
 @flow(name="restore-flow")
