@@ -90,6 +90,12 @@ def _exit_for(summaries: list[Any]) -> int:
 
 # --- commands ------------------------------------------------------------------------------------
 
+def _preflight_lake(mode: str = "execute") -> None:
+    """A lake that cannot be written fails here, in one line, before any flow runs."""
+    if mode == "execute":
+        _lake().storage.check()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.partition import run_partition
     from schemas.settings import load_settings
@@ -98,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     partition = args.partition or settings.default_partition
     partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here, cleanly
+    _preflight_lake(args.mode)
     summary = run_partition(dataset=args.dataset, partition_key=partition, mode=args.mode,
                             action=args.action, reason_code=args.reason, force=args.force,
                             operator=args.operator)
@@ -123,6 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    if m.dataset == args.dataset})
     if not days:
         raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset}")
+    _preflight_lake()
     summaries = []
     for day in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)):
         if day not in days:
@@ -219,6 +227,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.end < args.start:
         raise UsageError(f"--end {args.end} is before --start {args.start}")
+    _preflight_lake(args.mode)
     since = datetime.now(timezone.utc)
     plan_dir = Path(settings.report_dir) / "backfill"
     summary = _progress_while(get_engine(settings.database_url), args.dataset, since, plan_dir, lambda: backfill_flow(
@@ -361,6 +370,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from flows.restore import restore_flow
     from tasks.lake import LakeError, snapshot_manifest
 
+    _preflight_lake()
     try:  # a wrong snapshot id fails here, cleanly, before any flow runs
         snapshot_manifest(_lake(), args.dataset, args.partition, args.snapshot)
     except LakeError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from tasks.errors import TransientError
+from tasks.errors import InputError, TransientError
 
 
 class Storage(Protocol):
@@ -28,6 +28,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, keys: list[str]) -> None: ...
     def move(self, source_prefix: str, target_prefix: str) -> None: ...
+    def check(self) -> None: ...
 
 
 @dataclass
@@ -71,6 +72,13 @@ class LocalStorage:
                 parent.rmdir()
                 parent = parent.parent
 
+    def check(self) -> None:
+        """Fail with one clear line now, not mid-run, when the lake folder cannot be used."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(self.root, None, "FACTORY_LAKE_URL", f"cannot create the lake folder: {exc}") from exc
+
     def move(self, source_prefix: str, target_prefix: str) -> None:
         target = self._path(target_prefix)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,18 +98,39 @@ class S3Storage:
         return f"{self.folder}/{key}" if self.folder else key
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
 
         try:
             return getattr(self._client, method)(Bucket=self.bucket.bucket_name, **kwargs)
         except EndpointConnectionError as exc:
             raise TransientError(f"{self.url}: {exc}") from exc
+        except NoCredentialsError as exc:
+            raise InputError(self.url, None, "FACTORY_LAKE_URL",
+                             "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or FACTORY_S3_BLOCK") from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                         "ServiceUnavailable", "503"):
                 raise TransientError(f"{self.url}: {code}") from exc
+            if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise InputError(self.url, None, "FACTORY_LAKE_URL",
+                                 f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from exc
             raise
+
+    def check(self) -> None:
+        """Fail with one clear line now, not mid-run, when the bucket is missing or not ours to use."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("head_bucket")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            why = {"404": "the bucket does not exist", "403": "access denied"}.get(code, code)
+            raise InputError(self.url, None, "FACTORY_LAKE_URL", why) from exc
 
     def read(self, key: str) -> bytes:
         return self._call("get_object", Key=self._key(key))["Body"].read()

@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import REPO
 
 
-def datafactory(workspace: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def datafactory(workspace: Path, *args: str, api_url: str | None = None,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess on the workspace: on its own ephemeral Prefect server, or on `api_url`'s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_"))}
     if api_url:
@@ -27,6 +28,7 @@ def datafactory(workspace: Path, *args: str, api_url: str | None = None) -> subp
         FACTORY_LAKE_URL=str(workspace / "lake"),
         PYTHONPATH=str(REPO),
     )
+    env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=workspace, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -145,3 +147,12 @@ def test_evidence_json_prints_the_latest_evidence_file(workspace: Path, api_url:
     shown = datafactory(workspace, "evidence", "--partition", "2026-04-14", "--json")
     [path] = (workspace / "reports/run_evidence/tickets/2026-04-14").glob("*.json")
     assert (shown.returncode, shown.stdout) == (0, path.read_text())
+
+
+@pytest.mark.s3
+def test_a_missing_lake_bucket_exits_2_in_one_line(workspace: Path, s3_bucket_url: str) -> None:
+    result = datafactory(workspace, "run", "--partition", "2026-04-14",
+                         extra_env={"FACTORY_LAKE_URL": "s3://no-such-bucket/lake"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "datafactory: s3://no-such-bucket/lake: FACTORY_LAKE_URL: the bucket does not exist"]
