@@ -433,6 +433,18 @@ def _month(text: str) -> str:
     return text
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """What needs attention; exit 1 when anything does. Reads the ledger directly: no flow run needed."""
+    from flows.health import health_markdown, health_report
+
+    report = health_report(args.days, args.stale_minutes, args.max_attempts, args.quarantine_spike)
+    if args.json:
+        _print_json(report)
+    else:
+        print(health_markdown(report), end="")
+    return EXIT_OK if report["healthy"] else EXIT_FAILED
+
+
 def cmd_manifests_validate(args: argparse.Namespace) -> int:
     from tasks.manifests import discover_manifests, parse_manifest, verify_asset
 
@@ -545,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--dataset", type=_dataset, default="tickets")
     compact.add_argument("--month", type=_month, required=True, help="YYYY-MM")
     compact.set_defaults(func=cmd_lake_compact)
+
+    health = sub.add_parser("health", parents=[common], help="what needs an operator's attention; exit 1 if anything")
+    health.add_argument("--days", type=int, default=7, help="partitions looked at, up to the newest known (default 7)")
+    health.add_argument("--stale-minutes", type=int, default=30, help="heartbeat age of a stale RUNNING run")
+    health.add_argument("--max-attempts", type=int, default=3, help="attempts on one batch before it is a retry storm")
+    health.add_argument("--quarantine-spike", type=float, default=0.25, help="quarantined share that is a spike")
+    health.set_defaults(func=cmd_health)
 
     manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
     msub = manifests.add_subparsers(dest="manifests_command", required=True)

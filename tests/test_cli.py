@@ -156,3 +156,14 @@ def test_a_missing_lake_bucket_exits_2_in_one_line(workspace: Path, s3_bucket_ur
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "datafactory: s3://no-such-bucket/lake: FACTORY_LAKE_URL: the bucket does not exist"]
+
+
+def test_health_exits_1_and_names_a_partition_broken_on_purpose(workspace: Path) -> None:
+    from tests.helpers import commit
+
+    _held_day(workspace)
+    commit(f"sqlite:///{workspace / 'warehouse.db'}", workspace / "manifests", date(2026, 4, 20))
+    result = datafactory(workspace, "health", "--json")
+    assert result.returncode == 1, result.stderr
+    assert {(f["kind"], f["partition"]) for f in json.loads(result.stdout)["findings"]} >= {
+        ("held_partition", "2026-04-20"), ("missing_partition", "2026-04-17")}

@@ -1,0 +1,88 @@
+"""Health: what needs an operator's attention now, from the ledger, the checks and the declared inputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, select
+
+from schemas.tables import check_result, ingest_run, partition_state
+from tasks.database import reading
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    days: int = 7  # partitions looked at: the last `days` up to the newest one known
+    stale_minutes: int = 30  # a RUNNING run whose heartbeat is older is stale (its worker died)
+    max_attempts: int = 3  # more attempts than this on one batch is a retry storm
+    quarantine_spike: float = 0.25  # a current run quarantining a larger share of its records
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # stale_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike
+    dataset: str
+    partition: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def health_window(declared: set[date], materialized: set[date], days: int, today: date) -> tuple[date, date] | None:
+    """The last `days` partitions up to the newest one known (declared or materialized), never past today."""
+    known = {d for d in declared | materialized if d <= today}
+    if not known:
+        return None
+    end = max(known)
+    return end - timedelta(days=max(1, days) - 1), end
+
+
+def find_problems(engine: Engine, dataset: str, declared: set[date], limits: HealthThresholds,
+                  now: datetime | None = None) -> tuple[tuple[date, date] | None, list[Finding]]:
+    now = now or datetime.now(timezone.utc)
+    findings: list[Finding] = []
+    with reading(engine) as conn:
+        states = {date.fromisoformat(r.partition_key): r for r in conn.execute(
+            select(partition_state).where(partition_state.c.dataset == dataset))}
+        stale_before = now - timedelta(minutes=limits.stale_minutes)
+        for run in conn.execute(select(ingest_run).where(and_(
+                ingest_run.c.dataset == dataset, ingest_run.c.status == "running"))):
+            heartbeat = run.heartbeat_at if run.heartbeat_at.tzinfo else run.heartbeat_at.replace(tzinfo=timezone.utc)
+            if heartbeat < stale_before:
+                findings.append(Finding("stale_run", dataset, run.partition_key,
+                                        f"run {run.run_id} (flow run {run.flow_run_id or '-'}) RUNNING, last heartbeat "
+                                        f"{heartbeat.isoformat(timespec='seconds')}"))
+        window = health_window(declared, set(states), limits.days, now.date())
+        if window is None:
+            return None, findings
+        first, last = (d.isoformat() for d in window)
+        for batch_id, partition, attempts in conn.execute(
+                select(ingest_run.c.batch_id, ingest_run.c.partition_key, func.max(ingest_run.c.attempt))
+                .where(and_(ingest_run.c.dataset == dataset, ingest_run.c.partition_key.between(first, last)))
+                .group_by(ingest_run.c.batch_id, ingest_run.c.partition_key)):
+            if attempts > limits.max_attempts:
+                findings.append(Finding("retry_storm", dataset, partition,
+                                        f"batch {batch_id}: {attempts} attempts (more than {limits.max_attempts})"))
+        ratios = {r.partition_key: r.observed for r in conn.execute(
+            select(check_result.c.partition_key, check_result.c.observed)
+            .join(partition_state, and_(partition_state.c.run_id == check_result.c.run_id,
+                                        partition_state.c.dataset == check_result.c.dataset))
+            .where(and_(check_result.c.dataset == dataset, check_result.c.check_name == "quarantine_ratio",
+                        check_result.c.partition_key.between(first, last))))}
+    for n in range((window[1] - window[0]).days + 1):
+        day = window[0] + timedelta(days=n)
+        key, state = day.isoformat(), states.get(day)
+        if state is None and day in declared:
+            findings.append(Finding("missing_partition", dataset, key, "inputs declared, never materialized"))
+        elif state is not None and state.status in ("failed", "held"):
+            findings.append(Finding(f"{state.status}_partition", dataset, key,
+                                    f"since {state.updated_at.isoformat(timespec='seconds')} (run {state.run_id})"))
+        ratio = ratios.get(key)
+        if ratio is not None and ratio > limits.quarantine_spike:
+            findings.append(Finding("quarantine_spike", dataset, key,
+                                    f"{ratio:.0%} of the current run's records quarantined "
+                                    f"(above {limits.quarantine_spike:.0%})"))
+    return window, sorted(findings, key=lambda f: (f.partition, f.kind))
