@@ -63,6 +63,10 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         _drop_pg_database(cluster, name)
 
 
+# Behaviour that does not depend on the database (evidence files, artifacts, the lake) runs on SQLite only.
+sqlite_only = pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def sample_dir(tmp_path: Path) -> Path:
     """A private copy of the shipped sample manifests and sources (tests may edit it)."""

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from flows.partition import partition_flow, run_partition, summary_of
+from tests.conftest import sqlite_only
 from tests.helpers import fail_the_write
 from tests.test_checks import D20, mostly_invalid
 
-pytestmark = pytest.mark.flow
+# evidence, artifacts and assets do not depend on the database: SQLite only, to keep the suite fast
+pytestmark = [pytest.mark.flow, sqlite_only]
 D14 = date(2026, 4, 14)
 
 

@@ -16,6 +16,7 @@ from schemas.tables import decision_log
 from tasks.database import get_engine
 from tasks.generate import write_manifest
 from tasks.lake import current_manifest, open_lake, read_partition
+from tests.conftest import sqlite_only
 from tests.helpers import DAYS, commit, data_tables
 from tests.test_oracle import assert_matches_oracle
 
@@ -48,6 +49,7 @@ def test_restore_brings_hand_corrupted_silver_back_to_the_oracle_state(factory_e
     assert_matches_oracle(factory_env, sample_dir)
 
 
+@sqlite_only
 def test_restore_is_logged_as_an_action_with_evidence_naming_the_snapshot(factory_env: str) -> None:
     ingest_samples()
     snapshot = current_manifest(open_lake(load_settings()), "tickets", D17)["snapshot_id"]
@@ -59,6 +61,7 @@ def test_restore_is_logged_as_an_action_with_evidence_naming_the_snapshot(factor
     assert evidence["outputs"]["lake_snapshot"]["snapshot_id"] == snapshot
 
 
+@sqlite_only
 def test_restore_of_an_older_snapshot_puts_its_rows_back_in_the_lake(factory_env: str) -> None:
     ingest_samples()
     lake = open_lake(load_settings())
@@ -69,6 +72,7 @@ def test_restore_of_an_older_snapshot_puts_its_rows_back_in_the_lake(factory_env
 
 
 @pytest.mark.s3
+@sqlite_only
 def test_on_s3_every_manifest_lists_the_partitions_valid_events(factory_env: str, s3_bucket_url: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACTORY_LAKE_URL", s3_bucket_url)
