@@ -68,7 +68,18 @@ def backfill_flow(
     operator: str = "datafactory",
 ) -> BackfillSummary:
     """Plan every partition of [start, end]; in execute mode run the ones with a gap, at most
-    `max_concurrency` at a time. Resumable: a second run plans again and finds only what is left."""
+    `max_concurrency` at a time. Resumable: a second run plans again and finds only what is left.
+
+    Args:
+        dataset: registered dataset name, e.g. tickets
+        start: first partition of the window, YYYY-MM-DD
+        end: last partition of the window, YYYY-MM-DD
+        mode: dry-run writes only the plan; execute also runs the partitions with a gap
+        only_gaps: false reruns up-to-date partitions too
+        max_concurrency: partition runs at once
+        reason_code: why; empty = each partition's gap reason
+        operator: who asked for it, for the decision log
+    """
     logger = get_run_logger()
     settings = load_settings()
     spec = get_dataset(dataset)

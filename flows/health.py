@@ -49,7 +49,14 @@ def health_markdown(report: dict[str, Any]) -> str:
 def health_flow(days: int = 7, stale_minutes: int = 30, max_attempts: int = 3,
                 quarantine_spike: float = 0.25) -> dict[str, Any] | State:
     """Stale RUNNING runs, missing, failed and held partitions of the last `days`, retry storms and
-    quarantine spikes. Publishes a markdown artifact; ends Failed when anything needs attention."""
+    quarantine spikes. Publishes a markdown artifact; ends Failed when anything needs attention.
+
+    Args:
+        days: partitions looked at: the last `days` up to the newest known partition
+        stale_minutes: a RUNNING run whose heartbeat is older than this is stale
+        max_attempts: more attempts than this on one batch is a retry storm
+        quarantine_spike: a current run quarantining a larger share of its records is a spike
+    """
     report = health_report(days, stale_minutes, max_attempts, quarantine_spike)
     create_markdown_artifact(key="data-factory-health", markdown=health_markdown(report),
                              description="what needs an operator's attention")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -98,10 +98,17 @@ def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunCont
     return summary.model_copy(update={"evidence_path": str(path)})
 
 
+def scheduled_partition() -> date:
+    """The day before the run's scheduled time (UTC): what a daily schedule materializes."""
+    scheduled = flow_run.scheduled_start_time
+    moment = datetime.fromtimestamp(scheduled.timestamp(), tz=timezone.utc) if scheduled else datetime.now(timezone.utc)
+    return moment.date() - timedelta(days=1)
+
+
 @flow(name="partition-flow", log_prints=False)
 def partition_flow(
     dataset: str,
-    partition_key: date,
+    partition_key: date | None = None,
     mode: Mode = Mode.EXECUTE,
     action: Action = Action.RUN,
     reason_code: ActionReason = ActionReason.OPERATOR_REQUEST,
@@ -118,9 +125,22 @@ def partition_flow(
     `manifest_id` narrows the run to one delivery (a replay); `accept_changed` takes changed source
     files as they are now instead of rejecting them (source_fingerprint_changed).
     A failed error check holds the partition and ends the flow run Failed, naming the check.
+    With no `partition_key` (a scheduled run) the partition is the day before the scheduled time, UTC.
+
+    Args:
+        dataset: registered dataset name (schemas/datasets.py), e.g. tickets
+        partition_key: the delivery day, YYYY-MM-DD; empty = the day before the scheduled time (UTC)
+        mode: execute writes; dry-run reads, writes and checks inside a transaction it rolls back
+        action: run, rerun, replay or backfill: recorded in the ledger and the decision log
+        reason_code: why this run happens (DESIGN section 10), e.g. operator_request, failed_partition
+        manifest_id: only this delivery of the partition (a replay); empty = every delivery
+        force: run even if the partition already succeeded from the same inputs
+        operator: who asked for it, for the decision log
+        accept_changed: take changed source files as they are now instead of refusing them
     """
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
+    partition_key = partition_key or scheduled_partition()
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)

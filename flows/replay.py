@@ -23,7 +23,14 @@ def replay_flow(
 ) -> PartitionSummary | State:
     """Replay one delivery. A changed source file stops the replay (source_fingerprint_changed)
     unless `accept_changed`; replaying unchanged, already ingested inputs changes no table.
-    Ends in the partition run's state: Failed, naming the check, when a check held the partition."""
+    Ends in the partition run's state: Failed, naming the check, when a check held the partition.
+
+    Args:
+        manifest_id: the delivery to re-consume (a manifest_id from FACTORY_MANIFEST_DIR)
+        reason_code: why, e.g. operator_request, duplicate_delivery
+        accept_changed: take changed source files as they are now instead of refusing them
+        operator: who asked for it, for the decision log
+    """
     settings = load_settings()
     manifest = find_manifest(Path(settings.manifest_dir), manifest_id)
     for index in range(len(manifest.assets)):

@@ -56,7 +56,15 @@ def restore_flow(
 ) -> PartitionSummary | State:
     """Make `snapshot_id` the partition's current lake snapshot and rebuild the silver rows of every
     entity it (or the snapshot it replaces) touches from all partitions' current snapshots; then run
-    the checks, write evidence and a decision-log row (action restore). Ends Failed when a check holds it."""
+    the checks, write evidence and a decision-log row (action restore). Ends Failed when a check holds it.
+
+    Args:
+        dataset: registered dataset name, e.g. tickets
+        partition_key: the partition to restore, YYYY-MM-DD
+        snapshot_id: a retained snapshot (`datafactory lake snapshots`)
+        reason_code: why; untrusted_state unless said otherwise
+        operator: who asked for it, for the decision log
+    """
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
     settings = load_settings()

@@ -62,3 +62,12 @@ def test_non_transient_errors_are_not_retried(factory_env: str, monkeypatch: pyt
     with pytest.raises(ValueError):
         partition_flow(dataset="tickets", partition_key=D14)
     assert _runs(factory_env) == [(1, "failed")]
+
+
+def test_without_a_partition_key_the_run_takes_the_day_before_its_scheduled_time(factory_env: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from flows.partition import run_partition
+
+    summary = run_partition(dataset="tickets")
+    assert summary.partition_key == datetime.now(timezone.utc).date() - timedelta(days=1)

@@ -1,0 +1,53 @@
+"""deployments/prefect.yaml: every entrypoint loads, every parameter it sets is valid, schedules parse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
+
+from tests.conftest import REPO
+
+SPEC = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+def _schema(deployment: dict[str, Any]) -> dict[str, Any]:
+    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    return parameter_schema(flow.fn).model_dump(exclude_none=True)
+
+
+def test_every_flow_the_design_names_is_deployed_on_the_work_pool() -> None:
+    assert {d["entrypoint"] for d in SPEC["deployments"]} == {
+        "flows/partition.py:partition_flow", "flows/backfill.py:backfill_flow", "flows/replay.py:replay_flow",
+        "flows/restore.py:restore_flow", "flows/health.py:health_flow"}
+    assert {d["work_pool"]["name"] for d in SPEC["deployments"]} == {"data-factory"}
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_deployment_parameters_validate_against_the_flow(name: str) -> None:
+    schema = _schema(DEPLOYMENTS[name])
+    given = DEPLOYMENTS[name].get("parameters", {})
+    assert set(given) <= set(schema["properties"])
+    jsonschema.Draft202012Validator({**schema, "required": []}).validate(given)
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_every_parameter_has_a_description_for_the_ui_form(name: str) -> None:
+    properties = _schema(DEPLOYMENTS[name])["properties"]
+    assert [p for p, spec in properties.items() if not spec.get("description")] == []
+
+
+def test_the_daily_run_is_scheduled_early_each_utc_day_and_health_hourly() -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    daily, hourly = DEPLOYMENTS["tickets-daily"]["schedules"][0], DEPLOYMENTS["hourly"]["schedules"][0]
+    CronSchedule(cron=daily["cron"], timezone=daily["timezone"])  # Prefect's own validation
+    CronSchedule(cron=hourly["cron"], timezone=hourly["timezone"])
+    assert daily["cron"].split()[1:] == ["2", "*", "*", "*"] and hourly["cron"].split()[1] == "*"
+    assert daily["timezone"] == hourly["timezone"] == "UTC"
