@@ -18,6 +18,7 @@ from tasks.database import get_engine
 from tasks.errors import InputError
 from tasks.manifests import discover_manifests
 from tasks.plan import plan_backfill, plan_json_schema
+from tests.conftest import sqlite_only
 from tests.helpers import all_tables, data_tables, silver_rows
 from tests.oracle import expected_state
 
@@ -77,6 +78,7 @@ def test_a_failed_partition_does_not_stop_the_others_and_a_rerun_resumes(
     assert [(r["partition_key"], r["status"]) for r in again.results] == [("2026-04-16", "succeeded")]
 
 
+@sqlite_only  # the flow-level behaviour; both databases' semantics are in test_warehouse
 def test_all_reruns_up_to_date_partitions_without_changing_data(factory_env: str) -> None:
     backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
     tables = data_tables(factory_env)
@@ -86,6 +88,7 @@ def test_all_reruns_up_to_date_partitions_without_changing_data(factory_env: str
     assert data_tables(factory_env) == tables
 
 
+@sqlite_only  # the flow-level behaviour; both databases' semantics are in test_warehouse
 def test_replaying_an_ingested_manifest_changes_no_data_table(factory_env: str) -> None:
     backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
     tables = data_tables(factory_env)
@@ -97,6 +100,7 @@ def test_replaying_an_ingested_manifest_changes_no_data_table(factory_env: str) 
     assert (last.action, last.partition_key, last.outcome) == ("replay", "2026-04-16", "succeeded")
 
 
+@sqlite_only  # the flow-level behaviour; both databases' semantics are in test_warehouse
 def test_replay_refuses_a_changed_source_unless_accepted(factory_env: str, sample_dir: Path) -> None:
     backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
     source = sample_dir / "sources/tickets/2026-04-14/events.jsonl"
