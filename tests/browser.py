@@ -32,8 +32,13 @@ def find_chromium(install: bool) -> str | None:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found or not install or os.geteuid() != 0:
         return found
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    for steps in ([["apt-get", "install", "-y", "--no-install-recommends", "chromium"]],
+                  [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]]):
+        for step in steps:
+            subprocess.run(step, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if shutil.which("chromium"):
+            break
     return shutil.which("chromium")
 
 
