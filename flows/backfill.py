@@ -38,11 +38,30 @@ class BackfillSummary(BaseModel):
         return [r for r in self.results if r["status"] == "held"]
 
 
+def _on_the_pool(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Fan out: the partition runs as a flow run of `deployment` on its work pool; we wait for its end."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(name=deployment, parameters=parameters, timeout=None, as_subflow=True)
+    state = flow_run.state
+    held = state is not None and state.is_failed() and "held" in (state.message or "")
+    status = "succeeded" if state is not None and state.is_completed() else "held" if held else "failed"
+    return {"partition_key": str(parameters["partition_key"]), "status": status,
+            "error": None if status == "succeeded" else (state.message if state else "no state"),
+            "flow_run_id": str(flow_run.id), "evidence_path": None}
+
+
 @task(name="run-partition", cache_policy=NO_CACHE)
-def run_partition_task(dataset: str, entry: dict[str, Any], reason_code: str | None, operator: str) -> dict[str, Any]:
-    """One partition of a backfill, isolated: its failure is recorded, not raised, so the others go on."""
+def run_partition_task(dataset: str, entry: dict[str, Any], reason_code: str | None, operator: str,
+                       deployment: str | None = None) -> dict[str, Any]:
+    """One partition of a backfill, isolated: its failure is recorded, not raised, so the others go on.
+    With `deployment`, the partition runs on that deployment's work pool instead of in this process."""
     rerun = entry["proposed_action"] == Action.RERUN
     why = reason_code or ACTIONS[entry["gap_reason"]][1] or ActionReason.OPERATOR_REQUEST.value
+    if deployment:
+        return _on_the_pool(deployment, {"dataset": dataset, "partition_key": entry["partition_key"],
+                                         "action": Action.BACKFILL.value, "reason_code": why, "force": rerun,
+                                         "operator": operator})
     try:
         summary = summary_of(partition_flow(
             dataset=dataset, partition_key=date.fromisoformat(entry["partition_key"]), action=Action.BACKFILL,
@@ -66,6 +85,7 @@ def backfill_flow(
     max_concurrency: int = 2,
     reason_code: ActionReason | None = None,
     operator: str = "datafactory",
+    deployment: str | None = None,
 ) -> BackfillSummary:
     """Plan every partition of [start, end]; in execute mode run the ones with a gap, at most
     `max_concurrency` at a time. Resumable: a second run plans again and finds only what is left.
@@ -79,6 +99,8 @@ def backfill_flow(
         max_concurrency: partition runs at once
         reason_code: why; empty = each partition's gap reason
         operator: who asked for it, for the decision log
+        deployment: run each partition as a flow run of this deployment (e.g. partition-flow/tickets-daily)
+            on its work pool, at most max_concurrency at a time; empty = subflows in this process
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -104,7 +126,8 @@ def backfill_flow(
         with ThreadPoolTaskRunner(max_workers=max(1, max_concurrency)) as runner:
             futures = [runner.submit(run_partition_task, {"dataset": dataset, "entry": entry,
                                                           "reason_code": reason_code.value if reason_code else None,
-                                                          "operator": operator}) for entry in todo]
+                                                          "operator": operator, "deployment": deployment})
+                       for entry in todo]
             results = [future.result() for future in futures]
     return BackfillSummary(backfill_id=plan["backfill_id"], plan_path=str(plan_path), mode=mode.value,
                            planned=len(entries), to_ingest=len(todo), by_gap_reason=by_gap, results=results)

@@ -232,7 +232,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     plan_dir = Path(settings.report_dir) / "backfill"
     summary = _progress_while(get_engine(settings.database_url), args.dataset, since, plan_dir, lambda: backfill_flow(
         dataset=args.dataset, start=args.start, end=args.end, mode=args.mode, only_gaps=not args.all,
-        max_concurrency=args.concurrency, reason_code=args.reason, operator=args.operator))
+        max_concurrency=args.concurrency, reason_code=args.reason, operator=args.operator,
+        deployment=args.deployment))
     plan = json.loads(Path(summary.plan_path).read_text())
     if args.json:
         _print_json({**summary.model_dump(), "plan": plan})
@@ -513,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--concurrency", type=int, default=2, help="partition runs at once (default 2)")
     backfill.add_argument("--reason", choices=[r.value for r in ActionReason], default=None)
     backfill.add_argument("--operator", default="cli")
+    backfill.add_argument("--deployment", default=None,
+                          help="fan out: run partitions as flow runs of this deployment on its work pool")
     backfill.set_defaults(func=cmd_backfill)
 
     replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")

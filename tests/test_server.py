@@ -129,3 +129,20 @@ def test_the_ui_shows_the_evidence_artifact_on_the_flow_run(deployed: dict[str, 
                     "tickets-2026-04-17-evidence", screenshot)
     assert "tickets-2026-04-17-evidence" in body and "downstream unblock" in body
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_backfill_fans_out_to_the_work_pool_through_run_deployment(deployed: dict[str, object],
+                                                                      cli_run: dict[str, object]) -> None:
+    """The backfill flow runs here; its gap partitions run as flow runs of the deployment, on the worker."""
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "backfill", "--start", "2026-04-13", "--end", "2026-04-18",
+                           "--mode", "execute", "--deployment", "partition-flow/tickets-daily", "--json"],
+                          cwd=REPO, env=deployed["env"], capture_output=True, text=True, timeout=600)  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [(r["partition_key"], r["status"]) for r in results] == [("2026-04-14", "succeeded"),
+                                                                    ("2026-04-16", "succeeded")]
+    engine = create_engine(f"sqlite:///{deployed['workspace']}/warehouse.db")
+    with engine.connect() as conn:
+        logged = {r[0] for r in conn.execute(text("SELECT flow_run_id FROM decision_log WHERE action = 'backfill'"))}
+    engine.dispose()
+    assert logged == {r["flow_run_id"] for r in results}  # the partition runs were those deployment runs
