@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+
+from tests.pgcluster import free_port
 
 # the visible element whose own text is exactly `label`, below the page header (the tab, not the nav)
 FIND_LABEL = """(label => {
@@ -41,11 +42,6 @@ def find_chromium(install: bool) -> str | None:
             break
     return shutil.which("chromium")
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Page:
@@ -84,7 +80,7 @@ class Page:
 
 
 async def _show_tab(chromium: str, url: str, tab: str, expect: str, screenshot: Path) -> str:
-    port = _free_port()
+    port = free_port()
     browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
                                 f"--remote-debugging-port={port}", "--window-size=1400,1000", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

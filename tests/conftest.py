@@ -11,7 +11,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from tests.pgcluster import Cluster, find_pg_bin, start_cluster
+from tests.pgcluster import Cluster, find_pg_bin, free_port, start_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_MANIFESTS = REPO / "data" / "manifests"
@@ -108,13 +108,9 @@ def evidence_contract(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint on loopback: moto's threaded server, for the whole session."""
-    import socket
-
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

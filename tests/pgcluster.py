@@ -21,7 +21,8 @@ def find_pg_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,7 +62,7 @@ def start_cluster(fsync: bool = False, locale_provider_icu: bool = True) -> Clus
     locale = ["--locale-provider=icu", "--icu-locale=en-US", "--locale=C.UTF-8"] if locale_provider_icu else ["--locale=C.UTF-8"]
     subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "-A", "trust",
                     "-E", "UTF8", *locale], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
     if not fsync:
         options += " -c synchronous_commit=off -c full_page_writes=off"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import REPO
+from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.server
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_healthy(api_url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
@@ -57,7 +52,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     root = tmp_path_factory.mktemp("server")
     workspace = root / "workspace"
     shutil.copytree(REPO / "data", workspace / "data")
-    api_url = f"http://127.0.0.1:{_free_port()}/api"
+    api_url = f"http://127.0.0.1:{free_port()}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
     env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api_url,
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
