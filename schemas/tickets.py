@@ -10,8 +10,13 @@ STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed"]
 PRIORITIES = ["low", "normal", "high", "urgent"]
 CHANNELS = ["email", "chat", "phone", "web", "api"]
 
-# ISO-8601 with an explicit UTC designator; any other offset, or none, breaks the contract.
-ISO_UTC_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?([Zz]|[+-]00:?00)$"
+# ISO-8601 with an explicit UTC designator; any other offset, or none, breaks the contract. Digits are
+# ASCII ([0-9], never \d: Polars' \d also matches Arabic-Indic and full-width digits); patterns run on
+# Polars (Rust regex), where $ is the end of the text, never "before a final newline".
+ISO_UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]00:?00)$"
+TICKET_ID_PATTERN = r"^TCK-[0-9]{6,30}$"
+# Keys are indexed: PostgreSQL refuses index entries above ~2.7 kB, so a key has a length limit.
+MAX_KEY_LENGTH = 200
 
 
 def parse_utc(column: str) -> pl.Expr:
@@ -27,8 +32,8 @@ def parse_utc(column: str) -> pl.Expr:
 class TicketEvent(pa.DataFrameModel):
     """One ticket event as delivered: strings as sent, checked before any typing."""
 
-    event_id: str = pa.Field(str_length={"min_value": 1})
-    ticket_id: str = pa.Field(str_matches=r"^TCK-\d{6,}$")
+    event_id: str = pa.Field(str_length={"min_value": 1, "max_value": MAX_KEY_LENGTH})
+    ticket_id: str = pa.Field(str_matches=TICKET_ID_PATTERN)
     event_type: str = pa.Field(isin=EVENT_TYPES)
     created_at: str = pa.Field(str_matches=ISO_UTC_PATTERN)
     updated_at: str = pa.Field(str_matches=ISO_UTC_PATTERN)
@@ -49,6 +54,17 @@ class TicketEvent(pa.DataFrameModel):
             parse_utc(data.key).is_not_null() | pl.col(data.key).is_null()
             | ~pl.col(data.key).str.contains(ISO_UTC_PATTERN)
         )
+
+    @pa.check(".*", regex=True, name="no_nul_characters")
+    @classmethod
+    def no_nul_characters(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """NUL is valid JSON (\\u0000) but no text a database column can hold: such a record is a violation."""
+        column = pl.col(data.key)
+        if isinstance(data.lazyframe.collect_schema()[data.key], pl.List):
+            has_nul = column.list.eval(pl.element().str.contains("\x00", literal=True)).list.any()
+        else:
+            has_nul = column.str.contains("\x00", literal=True)
+        return data.lazyframe.select(has_nul.not_().fill_null(True))
 
     @pa.check("tags", name="no_null_tags")
     @classmethod

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# C0 controls, DEL, C1 controls, line/paragraph separators and lone surrogates: nothing a one-line
+# message or a database text column may carry as is
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` on one line: control characters, line separators and lone surrogates escaped as `\\xNN`/`\\uNNNN`.
+
+    Input (file names, field values, exception messages) reaches messages and the ledger through here,
+    so an error is always one line and PostgreSQL never sees a NUL."""
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 class FactoryError(Exception):
     """Base of errors the CLI turns into a one-line message."""
 
     exit_code = 2
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(printable(message))
 
 
 class InputError(FactoryError):
@@ -30,5 +51,18 @@ class PartitionLockedError(FactoryError):
 
 class TransientError(FactoryError):
     """An infrastructure hiccup (connection loss, throttling) worth retrying with backoff."""
+
+    exit_code = 1
+
+
+class StorageError(FactoryError):
+    """The lake (or a source store) could not be read or written: full disk, permissions, a vanished
+    folder. The run failed; the warehouse was rolled back; the next commit cleans up what was left."""
+
+    exit_code = 1
+
+
+class ContractDefinitionError(FactoryError):
+    """The dataset's contract itself is broken (a check that cannot run): a bug in `schemas/`, not in the data."""
 
     exit_code = 1

@@ -1,17 +1,26 @@
-"""Read a partition's assets into Polars: one row per record, unparseable records kept aside with their line."""
+"""Read a partition's assets into Polars: one row per record, unparseable records kept aside with their line.
+
+One parse rule for every format and path (tasks/strict_json.py): a record is a JSON object (a CSV row,
+a Parquet row) with no key twice, in valid UTF-8. JSONL is decoded by Polars in bulk, block by block;
+lines Polars would read differently from that rule (wrong JSON types it would coerce, repeated or
+escaped keys, surrogate escapes, control characters, deep nesting) are sent to the exact per-line
+path, and so is every line of a block Polars refuses. Raw payloads are kept as delivered; bytes that
+are not text a database can hold (invalid UTF-8, NUL) are kept base64-encoded, and the detail says so.
+"""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
-import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import polars as pl
@@ -19,8 +28,12 @@ import polars as pl
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.manifest import SourceManifest
 from schemas.reason_codes import QuarantineReason
+from tasks.errors import printable
+from tasks.strict_json import MAX_DEPTH, loads_strict
 
 CHUNK_ROWS = 100_000  # bounds the Python objects alive at once on large deliveries
+BULK_BLOCK_LINES = 16_384  # Polars decodes this many lines at once; a block it refuses is bisected
+BOM = b"\xef\xbb\xbf"
 
 LINEAGE_SCHEMA = {
     "_manifest_id": pl.String,
@@ -39,6 +52,14 @@ QUARANTINE_SCHEMA = {
     "event_id": pl.String,
     "raw_payload": pl.String,
 }
+
+
+class UnreadableAsset(ValueError):
+    """An asset that is not its declared format at all (a 'Parquet' file that is none)."""
+
+    def __init__(self, manifest: SourceManifest, index: int, why: str) -> None:
+        self.manifest, self.index, self.why = manifest, index, why
+        super().__init__(f"{manifest.assets[index].uri} {why}")
 
 
 @dataclass
@@ -72,45 +93,19 @@ def delivery_prefix(manifest: SourceManifest, asset_index: int) -> str:
     return f"{manifest.partition_key.isoformat()} {produced} {manifest.manifest_id} {asset_index:04d} "
 
 
-def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[tuple[int, str | None, Any]]:
-    """CSV rows as objects: an empty cell is null where the contract allows null, else ''."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
-    header = next(reader, [])
-    kinds = {f.name: f for f in spec.fields}
-    for row in reader:
-        if not row:
-            continue
-        line_number = reader.line_num
-        text = json.dumps(row)
-        if len(row) != len(header):
-            yield line_number, text, f"{len(row)} cells where the header has {len(header)}"
-            continue
-        obj: dict[str, Any] = {}
-        for name, cell in zip(header, row):
-            field = kinds.get(name)
-            if field is not None and field.kind is FieldKind.STRING_LIST:
-                try:
-                    obj[name] = json.loads(cell) if cell else []
-                except json.JSONDecodeError:
-                    obj[name] = cell  # reported as a type violation of that column
-            elif cell == "" and field is not None and field.nullable:
-                obj[name] = None
-            else:
-                obj[name] = cell
-        yield line_number, json.dumps(obj), obj
+def storable_payload(raw: bytes) -> tuple[str, str]:
+    """(text a database can store, note for the detail): the text itself, or base64 when the bytes are
+    not valid UTF-8 or hold NUL, which PostgreSQL text cannot. Nothing of a record is lost either way."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        return text, ""
+    return base64.b64encode(raw).decode("ascii"), " (raw payload stored base64: not UTF-8 text)"
 
 
-def _parquet_rows(data: bytes) -> Iterator[tuple[int, str | None, Any]]:
-    frame = pl.read_parquet(io.BytesIO(data))
-    for name, dtype in frame.schema.items():
-        if isinstance(dtype, pl.Datetime):  # typed timestamps become ISO-8601 text, as on the wire
-            frame = frame.with_columns(
-                pl.col(name).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-                if dtype.time_zone else pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")
-            )
-    for row_number, obj in enumerate(frame.iter_rows(named=True), start=1):
-        yield row_number, json.dumps(obj, default=str), obj
-
+# --- records and their types -------------------------------------------------------------------
 
 def _python_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
@@ -138,35 +133,64 @@ def columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> tu
     return columns, ["; ".join(e) if e else None for e in errors]
 
 
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+Parsed = tuple[int, str, "dict[str, Any] | str"]  # (line, raw payload as stored, object or why it is none)
 
 
-def _suspect_patterns(spec: DatasetSpec) -> tuple[str, list[tuple[str, str]]]:
-    """Regexes that flag lines whose JSON types Polars would silently coerce.
-
-    A string field whose value does not start with a quote or null, or a list field that is not a
-    list of strings and nulls, sends the line to the exact per-record path. Flags may be false
-    alarms (that path then finds nothing); a wrong type is never missed, because a top-level key
-    is always followed by its value.
-    """
-    strings = "|".join(re.escape(f.name) for f in spec.fields if f.kind is not FieldKind.STRING_LIST)
-    scalar = rf'"(?:{strings})"\s*:\s*[^"\sn]'
-    item = rf"(?:{_JSON_STRING}|null)"
-    lists = [(rf'"{re.escape(f.name)}"\s*:', rf'"{re.escape(f.name)}"\s*:\s*(?:null|\[\s*(?:{item}\s*(?:,\s*{item}\s*)*)?\])')
-             for f in spec.fields if f.kind is FieldKind.STRING_LIST]
-    return scalar, lists
-
-
-def _exact_rows(numbered: list[tuple[int, bytes]]) -> Iterator[tuple[int, str | None, Any]]:
-    """Per-line parsing for the lines the bulk decoder cannot be trusted with."""
-    for line_number, line in numbered:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield line_number, line.decode("utf-8", errors="replace"), f"not valid JSON: {exc}"
-            continue
+def parse_record_line(line: bytes) -> tuple[str, dict[str, Any] | str]:
+    """One JSONL line by the strict rule: (stored payload, the object or why it is not one)."""
+    payload, note = storable_payload(line)
+    try:
         text = line.decode("utf-8")
-        yield line_number, text, obj if type(obj) is dict else f"a JSON {type(obj).__name__}, not an object"
+    except UnicodeDecodeError as exc:
+        return payload, f"not valid UTF-8: byte 0x{line[exc.start]:02x} at column {exc.start + 1}{note}"
+    try:
+        obj = loads_strict(text)
+    except ValueError as exc:
+        return payload, f"not valid JSON: {printable(exc)}{note}"
+    if type(obj) is not dict:
+        return payload, f"a JSON {type(obj).__name__}, not an object"
+    return payload, obj
+
+
+# --- JSONL -------------------------------------------------------------------------------------
+
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_KEY_TOKEN_PLAIN = r'"[^"\\]*"\s*:'  # a key spelled without escapes; escaped keys are flagged apart
+
+
+def _suspect(spec: DatasetSpec) -> pl.Expr:
+    """Lines Polars could read differently from the strict rule; they take the exact path.
+
+    Polars coerces numbers, booleans and objects into string columns, keeps the first of two equal
+    keys, decodes a lone surrogate escape to NUL and accepts deeper nesting than we do. Each test
+    below may raise a false alarm (the exact path then finds nothing wrong); none misses a case.
+    """
+    line = pl.col("_raw_payload")
+    strings = "|".join(f.name for f in spec.fields if f.kind is not FieldKind.STRING_LIST)
+    item = rf"(?:{_JSON_STRING}|null)"
+    flags = [
+        line.is_null(),  # not UTF-8
+        ~line.str.contains(r"^[ \t\r\n]*\{") | ~line.str.contains(r"\}[ \t\r\n]*$"),  # not one object
+        line.str.contains(r"[\x00-\x1f]"),  # raw control characters: invalid inside strings
+        line.str.contains(r"\\u[dD][89a-fA-F]"),  # surrogate escapes: Polars decodes a lone one to NUL
+        line.str.contains(r'\\.[^"\\]*"\s*:'),  # a key spelled with an escape may alias a contract field
+        line.str.extract_all(_KEY_TOKEN_PLAIN).list.n_unique() < line.str.count_matches(_KEY_TOKEN_PLAIN),
+        line.str.contains(rf'"(?:{strings})"\s*:\s*[^"\sn]'),  # a string field whose value is no string
+        line.str.count_matches(r"[\[{]") > MAX_DEPTH,
+    ]
+    for f in spec.fields:
+        if f.kind is FieldKind.STRING_LIST:  # every occurrence must be null or a flat list of strings/nulls
+            key = rf'"{f.name}"\s*:'
+            valid = rf'"{f.name}"\s*:\s*(?:null|\[\s*(?:{item}\s*(?:,\s*{item}\s*)*)?\])'
+            flags.append(line.str.count_matches(key) != line.str.count_matches(valid))
+    return pl.any_horizontal(flags).fill_null(True)
+
+
+def _utf8_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 SPLIT_BLOCK_BYTES = 32 * 2**20  # split in blocks: a million Python bytes objects at once cost ~0.5 GB
@@ -187,37 +211,26 @@ def _blocks(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
         start = end
 
 
-def _pick_lines(data: bytes, wanted: set[int]) -> dict[int, bytes]:
-    """The raw bytes of some lines, by number, without splitting the whole file at once."""
-    picked: dict[int, bytes] = {}
-    for first_line, parts in _blocks(data):
-        for offset, line in enumerate(parts):
-            if first_line + offset in wanted:
-                picked[first_line + offset] = line.rstrip(b"\r")
-    return picked
-
-
 def count_jsonl_records(data: bytes) -> int:
     """Records in a JSONL asset exactly as the reader counts them: lines that are not blank."""
+    data = data.removeprefix(BOM)
     return sum(sum(1 for line in parts if line.strip(BLANK)) for _, parts in _blocks(data))
 
 
-def _utf8_or_none(raw: bytes) -> str | None:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _physical_lines(data: bytes) -> pl.DataFrame:
-    """Non-blank lines with their 1-based numbers; invalid UTF-8 becomes null (the exact path reports it)."""
-    blocks: list[pl.DataFrame] = []
+def _physical_lines(data: bytes) -> tuple[pl.DataFrame, dict[int, bytes]]:
+    """Non-blank lines with their 1-based numbers (invalid UTF-8 becomes null), and the raw bytes of
+    the lines that are not UTF-8 (the exact path needs them)."""
+    frames: list[pl.DataFrame] = []
+    undecodable: dict[int, bytes] = {}
     for first_line, parts in _blocks(data):
         try:
             texts = pl.Series(parts, dtype=pl.Binary).cast(pl.String)
         except pl.exceptions.PolarsError:
-            texts = pl.Series([_utf8_or_none(part) for part in parts], dtype=pl.String)
-        blocks.append(
+            decoded = [_utf8_or_none(part) for part in parts]
+            undecodable.update({first_line + i: part.rstrip(b"\r") for i, (part, text) in
+                                enumerate(zip(parts, decoded)) if text is None})
+            texts = pl.Series(decoded, dtype=pl.String)
+        frames.append(
             pl.DataFrame({"_raw_payload": texts})
             .with_row_index("_line_number", offset=first_line)
             .with_columns(pl.col("_line_number").cast(pl.Int64), pl.col("_raw_payload").str.strip_suffix("\r"))
@@ -225,51 +238,169 @@ def _physical_lines(data: bytes) -> pl.DataFrame:
                     | (pl.col("_raw_payload").str.strip_chars(BLANK.decode()) != ""))
         )
     empty = pl.DataFrame(schema={"_line_number": pl.Int64, "_raw_payload": pl.String})
-    return pl.concat([empty, *blocks]) if blocks else empty
+    return (pl.concat([empty, *frames]) if frames else empty), undecodable
+
+
+def _decode_blocks(spec: DatasetSpec, lines: pl.DataFrame) -> tuple[list[pl.DataFrame], list[int]]:
+    """Bulk-decode trustworthy lines block by block; a block Polars refuses is bisected down to the
+    lines it refuses, which go to the exact path (returned by number)."""
+    decoded: list[pl.DataFrame] = []
+    refused: list[int] = []
+    pending = [lines.slice(offset, BULK_BLOCK_LINES) for offset in range(0, lines.height, BULK_BLOCK_LINES)]
+    while pending:
+        block = pending.pop()
+        text = block["_raw_payload"].str.join("\n").item().encode()
+        try:
+            frame = pl.read_ndjson(io.BytesIO(text), schema=raw_schema(spec))
+        except (pl.exceptions.PolarsError, ValueError):
+            frame = None
+        if frame is not None and frame.height == block.height:
+            decoded.append(frame.with_columns(block["_raw_payload"], block["_line_number"]))
+        elif block.height == 1:
+            refused.append(block["_line_number"].item())
+        else:
+            half = block.height // 2
+            pending += [block.slice(half), block.slice(0, half)]
+    return decoded, refused
 
 
 def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
-                path: Path) -> tuple[list[pl.DataFrame], pl.DataFrame]:
-    """JSONL: Polars decodes trustworthy lines in bulk; malformed or oddly typed lines go one by one.
-
-    Polars alone would coerce a number into a string column and fail a whole file on one bad line,
-    so suspect lines (see `_suspect_patterns`) and, if the bulk decode fails, the whole file take the
-    exact path, where every record gets its own verdict and line number.
-    """
-    data = path.read_bytes()
-    lines = _physical_lines(data)
-    scalar, lists = _suspect_patterns(spec)
-    suspect = pl.col("_raw_payload").str.contains(scalar)
-    for key_pattern, valid_pattern in lists:
-        suspect = suspect | (pl.col("_raw_payload").str.count_matches(key_pattern)
-                             != pl.col("_raw_payload").str.count_matches(valid_pattern))
-    lines = lines.with_columns(suspect.fill_null(True).alias("_suspect"))
-    fast = lines.filter(~pl.col("_suspect"))
+                data: bytes) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """JSONL: Polars decodes trustworthy lines in bulk; suspect and refused lines go one by one."""
+    lines, undecodable = _physical_lines(data.removeprefix(BOM))
+    lines = lines.with_columns(_suspect(spec).alias("_suspect"))
+    fast = lines.filter(~pl.col("_suspect")).drop("_suspect")
     suspects = lines.filter(pl.col("_suspect"))
-    physical: dict[int, bytes] = {}  # raw bytes of the lines that take the exact path
-    if suspects.height:
-        physical = _pick_lines(data, set(suspects["_line_number"].to_list()))
-    del data  # the bulk decoder reads the file itself; keep one copy of the text in memory, not two
-    decoded = None
-    if fast.height:
-        source: Any = path if fast.height == lines.height else io.BytesIO(
-            fast["_raw_payload"].str.join("\n").item().encode())
-        try:
-            decoded = pl.read_ndjson(source, schema=raw_schema(spec))
-        except (pl.exceptions.PolarsError, ValueError):
-            decoded = None  # a malformed line somewhere: every line takes the exact path
-        if decoded is not None and decoded.height != fast.height:
-            decoded = None
-    if decoded is None and fast.height:
-        physical.update(_pick_lines(path.read_bytes(), set(fast["_line_number"].to_list())))
-    slow = lines if decoded is None else suspects
-    numbered = [(n, physical[n]) for n in slow["_line_number"].to_list()]
-    frames, malformed = _frames_from_rows(spec, manifest, asset_index, _exact_rows(numbered))
-    if decoded is not None and fast.height:
-        frames.append(_with_lineage(decoded.with_columns(fast["_raw_payload"]), manifest, asset_index,
-                                    fast["_line_number"], None))
+    decoded, refused = _decode_blocks(spec, fast)
+    slow = pl.concat([suspects.drop("_suspect"), fast.filter(pl.col("_line_number").is_in(refused))])
+    rows = []
+    for number, text in slow.sort("_line_number").iter_rows():
+        raw = undecodable[number] if text is None else text.encode("utf-8")
+        rows.append((number, *parse_record_line(raw)))
+    frames, malformed = _frames_from_rows(spec, manifest, asset_index, iter(rows))
+    for frame in sorted(decoded, key=lambda f: f["_line_number"][0]):
+        frames.append(_with_lineage(frame.drop("_line_number"), manifest, asset_index, frame["_line_number"], None))
     return frames, malformed
 
+
+# --- CSV and Parquet ---------------------------------------------------------------------------
+
+_NUL_STANDIN = "\udc00"  # surrogateescape yields only U+DC80-U+DCFF: U+DC00 can stand for NUL unambiguously
+
+
+def csv_table(data: bytes) -> tuple[list[str], Iterator[tuple[int, list[str] | str, str]]]:
+    """The header, and per data row (first line of the row, its cells or why it is no record, raw
+    payload as stored).
+
+    A leading byte order mark is dropped; a cell that is not UTF-8 makes its row malformed; a header
+    naming a column twice makes every row malformed (the same key twice)."""
+    text = data.removeprefix(BOM).decode("utf-8", errors="surrogateescape").replace("\x00", _NUL_STANDIN)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        header = []
+    problem = None
+    if any(_bad_text(h) for h in header):
+        problem = "the header is not valid UTF-8 text"
+    elif len(set(header)) < len(header):
+        twice = sorted({h for h in header if header.count(h) > 1})
+        problem = "the header names " + ", ".join(repr(_restore_nul(h)) for h in twice) + " twice"
+    return [_restore_nul(h) for h in header], _csv_records(reader, header, problem)
+
+
+def _csv_records(reader: Any, header: list[str], problem: str | None) -> Iterator[tuple[int, list[str] | str, str]]:
+    previous_end = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a quoting error the lenient dialect still cannot read past
+            yield previous_end + 1, f"not a CSV row: {printable(exc)}", ""
+            previous_end = reader.line_num
+            continue
+        start, previous_end = previous_end + 1, reader.line_num
+        if not row:
+            continue
+        raw = json.dumps([_restore_nul(c) for c in row])  # ensure_ascii: invalid bytes stay as \udcNN escapes
+        if problem:
+            yield start, problem, raw
+        elif any(_bad_text(c) for c in row):
+            yield start, "not valid UTF-8 text in column " + ", ".join(
+                repr(h) for h, c in zip(header, row) if _bad_text(c)), raw
+        elif len(row) != len(header):
+            yield start, f"{len(row)} cells where the header has {len(header)}", raw
+        else:
+            yield start, [_restore_nul(c) for c in row], raw
+
+
+def _bad_text(cell: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in cell)
+
+
+def _restore_nul(cell: str) -> str:
+    return cell.replace(_NUL_STANDIN, "\x00")
+
+
+def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[Parsed]:
+    """CSV rows as objects: an empty cell is null where the contract allows null, else ''."""
+    kinds = {f.name: f for f in spec.fields}
+    header, records = csv_table(data)
+    for line_number, cells, raw in records:
+        if isinstance(cells, str):
+            yield line_number, raw, cells
+            continue
+        obj: dict[str, Any] = {}
+        for name, cell in zip(header, cells):
+            field = kinds.get(name)
+            if field is not None and field.kind is FieldKind.STRING_LIST:
+                try:
+                    obj[name] = loads_strict(cell) if cell else []
+                except ValueError:
+                    obj[name] = cell  # reported as a type violation of that column
+            elif cell == "" and field is not None and field.nullable:
+                obj[name] = None
+            else:
+                obj[name] = cell
+        yield line_number, json.dumps(obj), obj
+
+
+def _parquet_rows(data: bytes) -> Iterator[Parsed]:
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise ValueError(_not_parquet(exc)) from None
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):  # typed timestamps become ISO-8601 text, as on the wire
+            frame = frame.with_columns(
+                pl.col(name).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+                if dtype.time_zone else pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")
+            )
+    for row_number, obj in enumerate(frame.iter_rows(named=True), start=1):
+        # orjson: NaN becomes null, so the stored payload is always strict JSON a rebuild can parse
+        yield row_number, orjson.dumps(obj, default=str).decode(), obj
+
+
+def count_records(data: bytes, fmt: str) -> int:
+    """Records in an asset as the reader will see them: non-blank lines (jsonl), rows (csv, parquet).
+    ValueError when the bytes are not the declared format."""
+    if fmt == "jsonl":
+        return count_jsonl_records(data)
+    if fmt == "csv":
+        return sum(1 for _ in csv_table(data)[1])
+    try:
+        return pl.scan_parquet(io.BytesIO(data)).select(pl.len()).collect().item()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise ValueError(_not_parquet(exc)) from None
+
+
+def _not_parquet(exc: Exception) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"is not a readable Parquet file ({printable(reason)})"
+
+
+# --- frames ------------------------------------------------------------------------------------
 
 def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: int,
                   lines: list[int] | pl.Series, type_errors: list[str | None] | None) -> pl.DataFrame:
@@ -284,24 +415,24 @@ def _with_lineage(frame: pl.DataFrame, manifest: SourceManifest, asset_index: in
     ).select([*frame.columns[: frame.columns.index("_raw_payload")], *LINEAGE_SCHEMA])
 
 
-def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int, path: Path) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
+               data: bytes) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """Frames of parsed records (chunked) and a frame of malformed ones for one asset."""
     asset = manifest.assets[asset_index]
     if asset.format == "jsonl":
-        return _read_jsonl(spec, manifest, asset_index, path)
-    data = path.read_bytes()
+        return _read_jsonl(spec, manifest, asset_index, data)
     rows = _csv_rows(data, spec) if asset.format == "csv" else _parquet_rows(data)
     return _frames_from_rows(spec, manifest, asset_index, rows)
 
 
 def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
-                      rows: Iterator[tuple[int, str | None, Any]]) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+                      rows: Iterator[Parsed]) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """The exact per-record path: (line, raw text, object or error) rows into frames, chunk by chunk."""
     asset = manifest.assets[asset_index]
     frames: list[pl.DataFrame] = []
     malformed: list[dict[str, Any]] = []
     chunk_lines: list[int] = []
-    chunk_text: list[str | None] = []
+    chunk_text: list[str] = []
     chunk_objects: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -318,7 +449,7 @@ def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: 
             malformed.append({
                 "manifest_id": manifest.manifest_id, "source_uri": asset.uri, "line_number": line_number,
                 "reason_code": QuarantineReason.MALFORMED_RECORD.value, "detail": parsed,
-                "event_id": None, "raw_payload": text or "",
+                "event_id": None, "raw_payload": text,
             })
             continue
         chunk_lines.append(line_number)
@@ -333,24 +464,21 @@ def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: 
 FIELD_SAMPLE_RECORDS = 1000
 
 
-def sample_fields(fmt: str, path: Path, limit: int = FIELD_SAMPLE_RECORDS) -> tuple[Counter[str], int]:
+def sample_fields(fmt: str, data: bytes, limit: int = FIELD_SAMPLE_RECORDS) -> tuple[Counter[str], int]:
     """The field names an asset's records carry, from its first records (a header or schema counts once)."""
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            return Counter(next(csv.reader(handle), [])), 1
+        return Counter(csv_table(data)[0]), 1
     if fmt == "parquet":
-        return Counter(pl.read_parquet_schema(path)), 1
+        return Counter(pl.read_parquet_schema(io.BytesIO(data))), 1
     seen: Counter[str] = Counter()
-    sampled = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if sampled >= limit:
-                break
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # blank or malformed: the reader quarantines it; no fields to learn from
-            if type(obj) is dict:
+    sampled, start = 0, len(BOM) if data.startswith(BOM) else 0
+    while sampled < limit and start < len(data):  # line by line from the start: never split the whole file
+        end = data.find(b"\n", start)
+        end = len(data) if end == -1 else end
+        line, start = data[start:end].rstrip(b"\r"), end + 1
+        if line.strip(BLANK):
+            _, obj = parse_record_line(line)
+            if isinstance(obj, dict):  # malformed: the reader quarantines it; no fields to learn from
                 seen.update(obj.keys())
                 sampled += 1
     return seen, sampled
@@ -365,12 +493,16 @@ def read_partition(spec: DatasetSpec, manifests: list[SourceManifest], paths: di
     sampled = 0
     for manifest in manifests:
         for index, asset in enumerate(manifest.assets):
-            path = paths[(manifest.manifest_id, index)]
-            asset_frames, asset_malformed = read_asset(spec, manifest, index, path)
+            data = paths[(manifest.manifest_id, index)].read_bytes()
+            try:
+                asset_frames, asset_malformed = read_asset(spec, manifest, index, data)
+            except ValueError as exc:
+                raise UnreadableAsset(manifest, index, str(exc)) from None
             frames.extend(asset_frames)
             malformed.append(asset_malformed)
             read_counts[f"{manifest.manifest_id}:{asset.uri}"] = sum(f.height for f in asset_frames) + asset_malformed.height
-            asset_fields, asset_sampled = sample_fields(asset.format, path)
+            asset_fields, asset_sampled = sample_fields(asset.format, data)
+            del data
             fields.update(asset_fields)
             sampled += asset_sampled
     empty = pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})

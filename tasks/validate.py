@@ -10,11 +10,13 @@ from datetime import date, datetime, time, timedelta, timezone
 import orjson
 import pandera.errors
 import polars as pl
+from pandera.config import ValidationDepth, config_context
 
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.reason_codes import QuarantineReason
 from schemas.tickets import parse_utc
 from tasks.dedup import take
+from tasks.errors import ContractDefinitionError, printable
 from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, raw_schema
 
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
@@ -45,20 +47,39 @@ def partition_window(partition_key: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def _validate(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """Pandera's failure cases for `frame`. Validation is pinned on and to schema *and* data checks:
+    PANDERA_VALIDATION_ENABLED / PANDERA_VALIDATION_DEPTH in the environment must not turn a contract off."""
+    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA,
+                        cache_dataframe=False):
+        try:
+            spec.model.validate(frame, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            return exc.failure_cases
+    return pl.DataFrame(schema={"index": pl.Int64, "column": pl.String, "check": pl.String,
+                                "failure_case": pl.String})
+
+
 def contract_failures(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
-    """(row, detail) for every row that breaks the contract; all failures at once (lazy)."""
+    """(row, detail) for every row that breaks the contract; all failures at once (lazy).
+
+    A failure with no row (a check that could not run, a column of the wrong type) is a broken
+    contract, not bad data: it fails the run instead of being dropped."""
     frame = records.select(spec.field_names)
-    try:
-        spec.model.validate(frame, lazy=True)
-        cases = pl.DataFrame(schema={"index": pl.Int64, "column": pl.String, "check": pl.String})
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases.select(
-            pl.col("index").cast(pl.Int64),
-            # a frame-wide check is reported against the dataset's model; name the column it judges
-            pl.when(pl.col("column") == spec.model.__name__).then(pl.lit(spec.ordering_column))
-            .otherwise(pl.col("column")).alias("column"),
-            pl.col("check").cast(pl.String),
-        ).filter(pl.col("index").is_not_null())
+    failures = _validate(spec, frame)
+    frame_level = failures.filter(pl.col("index").is_null())
+    if frame_level.height:
+        first = frame_level.row(0, named=True)
+        raise ContractDefinitionError(
+            f"{spec.name}: contract {spec.model.__name__} failed as a whole at {first['column']}: "
+            f"{first['check']}: {printable(first.get('failure_case'))}; fix the model in schemas/")
+    cases = failures.select(
+        pl.col("index").cast(pl.Int64),
+        # a frame-wide check is reported against the dataset's model; name the column it judges
+        pl.when(pl.col("column") == spec.model.__name__).then(pl.lit(spec.ordering_column))
+        .otherwise(pl.col("column")).alias("column"),
+        pl.col("check").cast(pl.String),
+    )
     typed = (
         records.with_row_index("index").select(pl.col("index").cast(pl.Int64), "_type_errors")
         .filter(pl.col("_type_errors").is_not_null())

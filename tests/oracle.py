@@ -1,8 +1,12 @@
-"""An independent oracle for DESIGN sections 6-7, in plain Python: no Polars, no Pandera, no SQL.
+"""An independent oracle for DESIGN sections 6-7, in plain Python: no Polars, no Pandera, no SQL, no orjson.
 
 Given every manifest of a dataset, it computes what bronze, silver and quarantine must hold after
 all partitions are ingested, in any order: the earliest delivery of an event wins; silver holds each
 ticket's greatest accepted event by (updated_at, event_id), compared as Python strings do (bytewise).
+
+A line is a record when it is UTF-8 holding one strict JSON object (README, "What a record is"): no key
+twice in one object, no NaN or Infinity, numbers a double can hold, no lone surrogate, nesting at most
+512 deep. A leading byte order mark on the file is not part of its first line.
 """
 
 from __future__ import annotations
@@ -21,7 +25,87 @@ ENUMS = {
     "priority": {"low", "normal", "high", "urgent"},
     "channel": {"email", "chat", "phone", "web", "api"},
 }
-TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]00:?00)")
+TIMESTAMP = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-]00:?00)")
+TICKET = re.compile(r"TCK-[0-9]{6,30}")
+MAX_KEY = 200
+MAX_DEPTH = 512
+
+
+class NotARecord(ValueError):
+    pass
+
+
+def _pairs(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise NotARecord("a key twice")
+    return dict(pairs)
+
+
+def _constant(name: str) -> float:
+    raise NotARecord(name)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise NotARecord("overflow")
+    return value
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    float(value)  # OverflowError: no double holds it
+    return value
+
+
+def _depth(text: str) -> int:
+    """Nesting depth, skipping string contents (a plain scan, no regex)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    return True
+
+
+def parse_line(raw: bytes) -> dict | None:
+    """The record a line holds, or None when it holds none (malformed)."""
+    try:
+        text = raw.decode("utf-8")
+        if _depth(text) > MAX_DEPTH:
+            return None
+        obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
+                         parse_int=_int)
+    except (ValueError, OverflowError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) and _encodable(obj) else None
 
 
 def parse_ts(text: str) -> datetime | None:
@@ -51,8 +135,15 @@ def violations(obj: dict) -> list[str]:
     for name in ("event_id", "customer_id", "subject"):
         if isinstance(obj.get(name), str) and obj[name] == "":
             bad.append(name)
-    if isinstance(obj.get("ticket_id"), str) and not re.fullmatch(r"TCK-\d{6,}", obj["ticket_id"]):
+    if isinstance(obj.get("event_id"), str) and len(obj["event_id"]) > MAX_KEY:
+        bad.append("event_id")
+    if isinstance(obj.get("ticket_id"), str) and not TICKET.fullmatch(obj["ticket_id"]):
         bad.append("ticket_id")
+    for name in STRING_FIELDS:
+        if isinstance(obj.get(name), str) and "\x00" in obj[name]:
+            bad.append(name)
+    if isinstance(tags, list) and any(isinstance(t, str) and "\x00" in t for t in tags):
+        bad.append("tags")
     for name, allowed in ENUMS.items():
         if isinstance(obj.get(name), str) and obj[name] not in allowed:
             bad.append(name)
@@ -93,17 +184,17 @@ def expected_state(manifest_dir: Path, dataset: str = "tickets") -> Expected:
         window_end = datetime.combine(date.fromisoformat(m["partition_key"]) + timedelta(days=1),
                                       datetime.min.time(), tzinfo=timezone.utc)
         for asset in m["assets"]:
-            lines = (manifest_dir / asset["uri"]).read_bytes().split(b"\n")
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
+            data = (manifest_dir / asset["uri"]).read_bytes()
+            if data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+            for number, line in enumerate(data.split(b"\n"), start=1):
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line.strip(b" \t\r\n\x0b\x0c"):
                     continue
                 where = (m["partition_key"], asset["uri"], number)
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    out.quarantine.add((*where, "malformed_record"))
-                    continue
-                if not isinstance(obj, dict):
+                obj = parse_line(line)
+                if obj is None:
                     out.quarantine.add((*where, "malformed_record"))
                     continue
                 if violations(obj):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -129,3 +131,110 @@ def test_csv_and_parquet_assets_read_like_jsonl(tmp_path: Path) -> None:
 
     hashes = [b.events["_content_hash"].to_list() for b in (jsonl, from_csv, from_parquet)]
     assert hashes[0] == hashes[1] == hashes[2] and len(hashes[0]) == 2
+
+
+def _csv_delivery(tmp_path: Path, data: bytes) -> ValidatedBatch:
+    source = tmp_path / "sources" / "events.csv"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(data)
+    write_manifest(tmp_path, "m-1", "tickets", DAY, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [source])
+    return validate_batch(SPEC, read_manifests(SPEC, partition_manifests(tmp_path, "tickets", DAY), tmp_path), DAY)
+
+
+def _csv_bytes(events: list[dict], header: list[str] | None = None) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header or list(events[0]))
+    for e in events:
+        writer.writerow([json.dumps(v) if isinstance(v, list) else ("" if v is None else v) for v in e.values()])
+    return out.getvalue().encode()
+
+
+def test_a_csv_header_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    batch = _csv_delivery(tmp_path, b"\xef\xbb\xbf" + _csv_bytes([event(), event(event_id="E-2")]))
+    assert (batch.quarantine.height, batch.events["event_id"].to_list()) == (0, ["E-1", "E-2"])
+
+
+def test_invalid_utf8_in_a_csv_cell_is_quarantined_not_replaced(tmp_path: Path) -> None:
+    data = _csv_bytes([event(), event(event_id="E-2", subject="BAD")]).replace(b"BAD", b"B\xffD")
+    batch = _csv_delivery(tmp_path, data)
+    [(line, code, detail)] = reasons(batch)
+    assert (line, code, detail) == (3, "malformed_record", "not valid UTF-8 text in column 'subject'")
+    assert "\\udcff" in batch.quarantine["raw_payload"][0]  # the byte is kept, escaped, not replaced
+    assert batch.events["event_id"].to_list() == ["E-1"]
+
+
+def test_a_nul_in_a_csv_cell_is_a_violation_of_that_column(tmp_path: Path) -> None:
+    batch = _csv_delivery(tmp_path, _csv_bytes([event(subject="a\x00b")]))
+    assert reasons(batch) == [(2, "schema_violation", "subject: no_nul_characters")]
+
+
+def test_a_csv_header_naming_a_column_twice_makes_every_row_malformed(tmp_path: Path) -> None:
+    header = [*event(), "subject"]
+    rows = _csv_bytes([event()], header).decode().splitlines()
+    data = ("\n".join([rows[0], rows[1] + ",other"]) + "\n").encode()
+    [(line, code, detail)] = reasons(_csv_delivery(tmp_path, data))
+    assert (line, code, detail) == (2, "malformed_record", "the header names 'subject' twice")
+
+
+def test_a_parquet_asset_that_is_not_parquet_is_one_error_naming_the_manifest(tmp_path: Path) -> None:
+    from tasks.errors import InputError
+
+    source = tmp_path / "sources" / "events.parquet"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"PAR1 this is not parquet")
+    manifest = write_manifest(tmp_path, "m-1", "tickets", DAY, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [])
+    data = json.loads(manifest.read_text())
+    data["assets"] = [{"uri": "sources/events.parquet", "format": "parquet",
+                       "sha256": hashlib.sha256(source.read_bytes()).hexdigest(), "record_count": 1}]
+    manifest.write_text(json.dumps(data, indent=2))
+    with pytest.raises(InputError) as err:
+        partition_manifests(tmp_path, "tickets", DAY)
+    assert err.value.field == "assets[0].format" and "is not a readable Parquet file" in str(err.value)
+
+
+def test_a_wrong_json_type_is_a_violation_however_the_key_is_spelled(tmp_path: Path) -> None:
+    """`"\\u0073ubject": 12345` is the key subject: its number is a type violation, never coerced."""
+    line = json.dumps(event()).replace('"subject": "s"', '"\\u0073ubject": 12345')
+    assert reasons(deliver(tmp_path, [line])) == [(1, "schema_violation", "subject: dtype(string) got int")]
+
+
+def test_a_record_naming_a_field_twice_is_malformed(tmp_path: Path) -> None:
+    line = json.dumps(event()).replace('"subject": "s"', '"subject": "first", "subject": "last"')
+    [(number, code, detail)] = reasons(deliver(tmp_path, [line]))
+    assert (number, code) == (1, "malformed_record") and "'subject' appears twice" in detail
+
+
+def test_pandera_settings_in_the_environment_cannot_switch_the_contract_off(tmp_path: Path) -> None:
+    """PANDERA_VALIDATION_ENABLED=False or DEPTH=SCHEMA_ONLY (read at import) leave our validation on."""
+    from pandera.config import PanderaConfig, ValidationDepth, reset_config_context
+
+    reset_config_context(PanderaConfig(validation_enabled=False, validation_depth=ValidationDepth.SCHEMA_ONLY))
+    try:
+        batch = deliver(tmp_path, [json.dumps(event(priority="p0"))])
+    finally:
+        reset_config_context()
+    assert [code for _, code, _ in reasons(batch)] == ["schema_violation"]
+
+
+def test_a_check_that_cannot_run_fails_the_run_as_a_broken_contract() -> None:
+    """A frame-level failure (no row to blame) is a bug in schemas/, never silently dropped."""
+    import pandera.polars as pa
+
+    from tasks.errors import ContractDefinitionError
+    from tasks.validate import contract_failures
+
+    class Broken(SPEC.model):  # type: ignore[misc, valid-type]
+        @pa.dataframe_check(name="explodes")
+        @classmethod
+        def explodes(cls, data: pa.PolarsData) -> pl.LazyFrame:
+            raise RuntimeError("a check with a bug")
+
+    from dataclasses import replace
+
+    from tasks.read import raw_schema
+
+    frame = pl.DataFrame([event()], schema=raw_schema(SPEC)).with_columns(
+        pl.lit(None, dtype=pl.String).alias("_type_errors"))
+    with pytest.raises(ContractDefinitionError, match="explodes"):
+        contract_failures(replace(SPEC, model=Broken), frame)
