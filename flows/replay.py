@@ -11,7 +11,7 @@ from flows.partition import partition_flow, summary_of
 from schemas.reason_codes import Action, ActionReason
 from schemas.settings import load_settings
 from schemas.summary import PartitionSummary
-from tasks.manifests import find_manifest, verify_asset
+from tasks.manifests import find_manifest, verify_manifests
 
 
 @flow(name="replay-flow")
@@ -33,8 +33,7 @@ def replay_flow(
     """
     settings = load_settings()
     manifest = find_manifest(Path(settings.manifest_dir), manifest_id)
-    for index in range(len(manifest.assets)):
-        verify_asset(manifest, index, Path(settings.manifest_dir), accept_changed)
+    verify_manifests([manifest], Path(settings.manifest_dir), accept_changed)
     state = partition_flow(dataset=manifest.dataset, partition_key=manifest.partition_key, action=Action.REPLAY,
                            reason_code=reason_code, manifest_id=manifest_id, force=True, operator=operator,
                            accept_changed=accept_changed, return_state=True)

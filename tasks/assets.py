@@ -6,6 +6,8 @@ silver, quarantine) and per-run counts then show on the asset pages of the Prefe
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 from prefect import Task
@@ -17,6 +19,20 @@ from sqlalchemy.engine import make_url
 from schemas.datasets import DatasetSpec
 from schemas.manifest import SourceManifest
 from schemas.summary import RunCounts
+
+
+MAX_KEY = 512  # Prefect's limit on an asset key
+_RESTRICTED = re.compile(r"""[\s#?&%"'<>\[\]{}|\\^`\x00-\x1f\x7f]""")  # what Prefect refuses in a key
+
+
+def asset_key(uri: str) -> str:
+    """A Prefect asset key for a URI: the characters Prefect refuses become `_`, and a key that had to
+    change (or be shortened) ends in a hash of the real URI, so two files never share a key."""
+    safe = _RESTRICTED.sub("_", uri)
+    if safe == uri and len(uri) <= MAX_KEY:
+        return uri
+    digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{safe[: MAX_KEY - len(digest) - 1]}~{digest}"
 
 
 def warehouse_location(database_url: str) -> str:
@@ -35,7 +51,7 @@ def table_assets(database_url: str, spec: DatasetSpec) -> dict[str, Asset]:
         "silver": (spec.silver_table, f"{spec.name} silver: one row per {spec.entity_key}, its greatest event"),
         "quarantine": ("quarantine", "records that broke a contract, with reason code and line"),
     }
-    return {layer: Asset(key=f"{where}/{table}", properties=AssetProperties(name=f"{spec.name}.{table}",
+    return {layer: Asset(key=asset_key(f"{where}/{table}"), properties=AssetProperties(name=f"{spec.name}.{table}",
                                                                            description=text))
             for layer, (table, text) in described.items()}
 
@@ -45,8 +61,8 @@ def source_assets(manifests: list[SourceManifest]) -> list[Asset]:
     keys = []
     for manifest in manifests:
         for asset in manifest.assets:
-            keys.append(asset.uri if "://" in asset.uri else (manifest.base_dir / asset.uri).resolve().as_uri())
-    return [Asset(key=key) for key in dict.fromkeys(keys)]
+            keys.append(asset.uri if "://" in asset.uri else f"file://{(manifest.base_dir / asset.uri).resolve()}")
+    return [Asset(key=asset_key(key)) for key in dict.fromkeys(keys)]
 
 
 def as_materialization(task: Task, assets: dict[str, Asset], sources: list[Asset]) -> MaterializingTask:

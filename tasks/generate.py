@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import orjson
 
 from schemas.tickets import CHANNELS, EVENT_TYPES, PRIORITIES, STATUSES
-from tasks.manifests import count_records
+from tasks.read import count_records
 
 
 def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition_key: date,

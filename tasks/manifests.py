@@ -1,49 +1,76 @@
-"""Discover source manifests, validate them (schema, rules, asset sha256 and record_count), fingerprint them."""
+"""Discover source manifests, validate them (schema, rules, asset sha256 and record_count), fingerprint them.
+
+Every way a manifest or its assets can be wrong ends in one `InputError` naming the file, the line and
+the field: entries that are not regular files, bytes that are not UTF-8, JSON that is not strict JSON
+(tasks/strict_json.py), schema violations, URIs that leave the manifest directory, assets that changed.
+"""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
+import os
 import re
+import stat
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
-import polars as pl
 from prefect import task
 from prefect.context import TaskRunContext
+from pydantic import ValidationError
 
 from schemas.datasets import DATASETS
 from schemas.manifest import Asset, SourceManifest, manifest_json_schema
 from schemas.reason_codes import ActionReason
-from tasks.errors import InputError
-from tasks.read import count_jsonl_records
+from tasks.errors import InputError, StorageError, TransientError, printable
+from tasks.read import count_records
+from tasks.strict_json import DuplicateKeyError, loads_strict, value_lines
 
 BATCH_NAMESPACE = uuid.UUID("6f1c1d2e-9a1b-4b8e-8d7a-0c6b1f0e2a11")
+MAX_MANIFEST_BYTES = 64 * 2**20  # a manifest of 100,000 assets is ~25 MB
 
 
-def _line_of(text: str, path: list[str | int]) -> int:
-    """Best-effort line of a JSON path in a manifest: the n-th occurrence of its last key."""
-    keys = [p for p in path if isinstance(p, str)]
-    index = next((p for p in reversed(path) if isinstance(p, int)), 0)
-    if not keys:
-        return 1
-    hits = [m.start() for m in re.finditer(rf'"{re.escape(keys[-1])}"\s*:', text)]
-    if not hits:
-        return 1
-    return text.count("\n", 0, hits[min(index, len(hits) - 1)]) + 1
+# --- reading a manifest file -------------------------------------------------------------------
+
+def read_regular_file(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, or an InputError saying what the entry is instead.
+
+    Opened without blocking and judged by fstat on the open descriptor: a FIFO never hangs the run,
+    a directory or a broken symlink is named as such."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
+        raise InputError(path, None, "(file)", what) from None
+    except OSError as exc:
+        raise InputError(path, None, "(file)", f"cannot be opened: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                    else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
+            raise InputError(path, None, "(file)", f"is {kind}, not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise InputError(path, None, "(file)", f"is {info.st_size} bytes; a manifest may hold at most {limit}")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def _field_name(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{printable(part)}" if out else printable(part))
     return out or "(manifest)"
 
 
@@ -52,110 +79,252 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(manifest_json_schema(), format_checker=jsonschema.FormatChecker())
 
 
+class ManifestText:
+    """A manifest's text and, computed once and only when an error needs it, the line of every value."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.text = path, text
+        self._lines: dict[tuple[str | int, ...], int] | None = None
+
+    def line(self, *where: str | int) -> int:
+        """The line of the value at a JSON path, or of its nearest enclosing value."""
+        if self._lines is None:
+            self._lines = value_lines(self.text)[0]
+        key = tuple(where)
+        while key not in self._lines and key:
+            key = key[:-1]
+        return self._lines.get(key, 1)
+
+    def error(self, where: tuple[str | int, ...], message: str, reason: str | None = None) -> InputError:
+        return InputError(self.path, self.line(*where), _field_name(where), message, reason)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(path, line, "(file)", f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}") from None
+    return text.removeprefix("\ufeff")  # a byte order mark is an encoding marker, not content
+
+
+def _load(source: ManifestText) -> Any:
+    try:
+        return loads_strict(source.text)
+    except DuplicateKeyError as exc:
+        where, line = next(((p, n) for p, n in value_lines(source.text)[1]), ((exc.key,), 1))
+        raise InputError(source.path, line, _field_name(where), "appears twice in one object") from None
+    except ValueError as exc:
+        raise InputError(source.path, _json_error_line(str(exc)), "(json)", f"not valid JSON: {exc}") from None
+
+
+def _json_error_line(message: str) -> int | None:
+    found = re.search(r"line (\d+) column", message)
+    return int(found.group(1)) if found else None
+
+
 def parse_manifest(path: Path) -> SourceManifest:
     """Parse and schema-check one manifest file; the error names file, line and field."""
-    stat = path.stat()
-    return _parse_manifest(path, stat.st_mtime_ns, stat.st_size)
+    try:
+        info = path.stat()
+    except OSError:
+        info = None  # read_regular_file names what the entry is
+    if info is not None and stat.S_ISREG(info.st_mode):
+        return _parse_manifest_cached(path, info.st_mtime_ns, info.st_size)
+    return _parse_manifest(path)
 
 
 @lru_cache(maxsize=65_536)
-def _parse_manifest(path: Path, _mtime_ns: int, _size: int) -> SourceManifest:
+def _parse_manifest_cached(path: Path, _mtime_ns: int, _size: int) -> SourceManifest:
     """Memoised on the file's identity: a backfill over many partitions parses each manifest once."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, exc.lineno, "(json)", f"not valid JSON: {exc.msg}") from exc
+    return _parse_manifest(path)
+
+
+def _parse_manifest(path: Path) -> SourceManifest:
+    source = ManifestText(path, _decode(path, read_regular_file(path, MAX_MANIFEST_BYTES)))
+    raw = _load(source)
     errors = sorted(_validator().iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = errors[0]
-        where = list(error.absolute_path)
+        where = tuple(error.absolute_path)
         if error.validator == "required":
             missing = re.findall(r"'([^']+)' is a required property", error.message)
-            where = [*where, missing[0]] if missing else where
-            line = _line_of(text, list(error.absolute_path)) if error.absolute_path else 1
-        else:
-            line = _line_of(text, where)
-        raise InputError(path, line, _field_name(where), error.message)
+            raise InputError(path, source.line(*where), _field_name((*where, *missing[:1])), printable(error.message))
+        raise source.error(where, printable(error.message))
     if raw["dataset"] not in DATASETS:
-        raise InputError(path, _line_of(text, ["dataset"]), "dataset",
-                         f"unknown dataset {raw['dataset']!r} (known: {', '.join(sorted(DATASETS))})")
+        raise source.error(("dataset",), f"unknown dataset {raw['dataset']!r} (known: {', '.join(sorted(DATASETS))})")
     try:
         date.fromisoformat(raw["partition_key"])
-    except ValueError as exc:
-        raise InputError(path, _line_of(text, ["partition_key"]), "partition_key",
-                         f"{raw['partition_key']!r} is not a calendar date") from exc
-    return SourceManifest(**raw, path=path)
+    except ValueError:
+        raise source.error(("partition_key",), f"{raw['partition_key']!r} is not a calendar date") from None
+    for index, asset in enumerate(raw["assets"]):
+        _check_uri(source, index, asset["uri"])
+    try:
+        manifest = SourceManifest(**raw, path=path)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise source.error(tuple(first["loc"]), printable(first["msg"])) from None
+    if manifest.produced_at.tzinfo is None:  # the schema's date-time format requires one; do not rely on it
+        raise source.error(("produced_at",), f"{raw['produced_at']!r} has no UTC offset")
+    return manifest
 
 
-def fetch_s3_asset(uri: str) -> Path:
-    """A local copy of an `s3://bucket/key` source, read through the lake's storage interface (prefect-aws)."""
+S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.S)
+
+
+def _check_uri(source: ManifestText, index: int, uri: str) -> None:
+    """Rules the schema cannot say: a relative path inside the manifest directory, or s3://bucket/key."""
+    where = ("assets", index, "uri")
+    if printable(uri) != uri:
+        raise source.error(where, f"{printable(uri)!r} holds control characters")
+    if uri.startswith("s3://"):
+        if not S3_URI.fullmatch(uri):
+            raise source.error(where, f"{uri!r} is not s3://bucket/key")
+        return
+    if "://" in uri or uri.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", uri):
+        raise source.error(where, f"{uri!r} must be relative to the manifest directory")
+
+
+# --- assets ------------------------------------------------------------------------------------
+
+S3_CACHE_PREFIX = "datafactory-s3-"
+
+
+def _sweep_dead_fetch_dirs() -> None:
+    """Remove fetch folders of processes that died (kill -9) before they could clean up."""
+    base = Path(tempfile.gettempdir())
+    for folder in base.glob(f"{S3_CACHE_PREFIX}*"):
+        pid = folder.name.removeprefix(S3_CACHE_PREFIX).split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            for file in folder.glob("*"):
+                file.unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:
+            continue  # alive, or not ours to judge
+
+
+def _line_of_asset(manifest: SourceManifest, index: int, field: str) -> int | None:
+    try:
+        source = ManifestText(manifest.path, _decode(manifest.path, read_regular_file(manifest.path)))
+    except InputError:
+        return None
+    return source.line("assets", index, field)
+
+
+def asset_error(manifest: SourceManifest, index: int, field: str, message: str,
+                 reason: str | None = None) -> InputError:
+    return InputError(manifest.path, _line_of_asset(manifest, index, field), f"assets[{index}].{field}", message, reason)
+
+
+def fetch_s3_asset(manifest: SourceManifest, index: int, into: Path) -> Path:
+    """A private local copy of an `s3://bucket/key` asset, read through the lake's storage (prefect-aws).
+
+    The copy's name is a hash of the URI, never the key itself: a key may hold `../`."""
     from schemas.settings import load_settings
-    from tasks.storage import open_storage
+    from tasks.storage import MissingObject, StoreUnusable, open_storage
 
-    settings = load_settings()
+    uri = manifest.assets[index].uri
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    local = Path(tempfile.gettempdir()) / "datafactory-s3-sources" / bucket / key
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(open_storage(f"s3://{bucket}", None, settings.s3_endpoint_url).read(key))
+    settings = load_settings()
+    try:
+        data = open_storage(f"s3://{bucket}", None, settings.s3_endpoint_url).read(key)
+    except MissingObject:
+        raise asset_error(manifest, index, "uri", f"{uri} does not exist") from None
+    except StoreUnusable as exc:
+        raise asset_error(manifest, index, "uri", f"{uri}: {exc.why}") from None
+    except TransientError:
+        raise
+    except StorageError as exc:
+        raise asset_error(manifest, index, "uri", str(exc)) from None
+    local = into / hashlib.sha256(uri.encode()).hexdigest()[:32]
+    local.write_bytes(data)
     return local
 
 
+@contextmanager
+def asset_files(manifests: list[SourceManifest], root: Path) -> Iterator[dict[tuple[str, int], Path]]:
+    """Local paths of every asset of `manifests`, keyed by (manifest id, asset index); s3:// assets are
+    fetched into a private folder that is removed afterwards (and by the next run, if this one is killed)."""
+    folder: Path | None = None
+    try:
+        paths: dict[tuple[str, int], Path] = {}
+        for manifest in manifests:
+            for index, asset in enumerate(manifest.assets):
+                if asset.uri.startswith("s3://") and folder is None:
+                    _sweep_dead_fetch_dirs()
+                    folder = Path(tempfile.mkdtemp(prefix=f"{S3_CACHE_PREFIX}{os.getpid()}-"))
+                paths[(manifest.manifest_id, index)] = (fetch_s3_asset(manifest, index, folder) if folder is not None
+                                                        and asset.uri.startswith("s3://")
+                                                        else resolve_asset(manifest, index, root))
+        yield paths
+    finally:
+        if folder is not None:
+            for file in folder.glob("*"):
+                file.unlink(missing_ok=True)
+            folder.rmdir()
+
+
 def resolve_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
-    """The local path of an asset; a URI that escapes the manifest root is rejected."""
+    """The local path of a local asset; a URI that escapes the manifest root is rejected."""
     asset = manifest.assets[index]
-    field = f"assets[{index}].uri"
-    line = _line_of(manifest.path.read_text(encoding="utf-8"), ["assets", index, "uri"])
-    if asset.uri.startswith("s3://"):
-        return fetch_s3_asset(asset.uri)
-    if "://" in asset.uri or asset.uri.startswith("/"):
-        raise InputError(manifest.path, line, field,
-                         f"{asset.uri!r} must be relative to the manifest directory")
     candidate = (manifest.base_dir / asset.uri).resolve()
     if not candidate.is_relative_to(root.resolve()):
-        raise InputError(manifest.path, line, field,
-                         f"{asset.uri!r} escapes the manifest directory {root}")
+        raise asset_error(manifest, index, "uri", f"{asset.uri!r} escapes the manifest directory {root}")
     return candidate
 
 
-def count_records(data: bytes, fmt: str) -> int:
-    """Records in an asset as the reader will see them: non-blank lines (jsonl), rows (csv, parquet)."""
-    if fmt == "jsonl":
-        return count_jsonl_records(data)
-    if fmt == "csv":
-        rows = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
-        next(rows, None)  # header
-        return sum(1 for row in rows if row)
-    return pl.read_parquet(io.BytesIO(data)).height
+def _read_asset(manifest: SourceManifest, index: int, path: Path) -> bytes:
+    try:
+        return read_regular_file(path)
+    except InputError as exc:
+        message = str(exc).split(": (file): ", 1)[-1]
+        raise asset_error(manifest, index, "uri", f"{manifest.assets[index].uri!r} {message}") from None
 
 
-def verify_asset(manifest: SourceManifest, index: int, root: Path, accept_changed: bool = False) -> Path:
-    """Check that an asset exists, has the declared sha256 and record_count; return its path.
+def _count(manifest: SourceManifest, index: int, data: bytes) -> int:
+    try:
+        return count_records(data, manifest.assets[index].format)
+    except ValueError as exc:
+        raise asset_error(manifest, index, "format", f"{manifest.assets[index].uri} {exc}") from None
 
-    With `accept_changed` a changed file is not an error here; `accepted_changes` describes it instead.
-    """
+
+def verify_asset(manifest: SourceManifest, index: int, path: Path, accept_changed: bool = False) -> Asset:
+    """Check that an asset exists, has the declared sha256 and record_count; return it as it is now.
+
+    With `accept_changed` a changed file is not an error: the returned asset carries the file's
+    actual sha256 and record count, so the fingerprint (and the batch) are new."""
     asset: Asset = manifest.assets[index]
-    path = resolve_asset(manifest, index, root)
-    text = manifest.path.read_text(encoding="utf-8")
-    if not path.is_file():
-        raise InputError(manifest.path, _line_of(text, ["assets", index, "uri"]), f"assets[{index}].uri",
-                         f"{asset.uri!r} does not exist")
-    data = path.read_bytes()
+    data = _read_asset(manifest, index, path)
     digest = hashlib.sha256(data).hexdigest()
     if digest != asset.sha256 and accept_changed:
-        return path
+        return asset.model_copy(update={"sha256": digest, "record_count": _count(manifest, index, data)})
     if digest != asset.sha256:
-        raise InputError(manifest.path, _line_of(text, ["assets", index, "sha256"]),
-                         f"assets[{index}].sha256",
-                         f"declared {asset.sha256[:12]}… but {asset.uri} has {digest[:12]}…",
-                         ActionReason.SOURCE_FINGERPRINT_CHANGED)
-    found = count_records(data, asset.format)
+        raise asset_error(manifest, index, "sha256", f"declared {asset.sha256[:12]}… but {asset.uri} has "
+                           f"{digest[:12]}…", ActionReason.SOURCE_FINGERPRINT_CHANGED)
+    found = _count(manifest, index, data)
     if found != asset.record_count:
-        raise InputError(manifest.path, _line_of(text, ["assets", index, "record_count"]),
-                         f"assets[{index}].record_count",
-                         f"declared {asset.record_count} records but {asset.uri} has {found}")
-    return path
+        raise asset_error(manifest, index, "record_count",
+                           f"declared {asset.record_count} records but {asset.uri} has {found}")
+    return asset
 
+
+def verify_manifests(manifests: list[SourceManifest], root: Path, accept_changed: bool = False) -> list[SourceManifest]:
+    """Every asset of every manifest verified (fetched first when on S3); the manifests as they are now."""
+    verified = []
+    with asset_files(manifests, root) as paths:
+        for manifest in manifests:
+            assets = tuple(verify_asset(manifest, index, paths[(manifest.manifest_id, index)], accept_changed)
+                           for index in range(len(manifest.assets)))
+            verified.append(manifest.model_copy(update={"assets": assets}))
+    return verified
+
+
+# --- discovery ---------------------------------------------------------------------------------
 
 def discover_manifests(manifest_dir: Path) -> list[SourceManifest]:
     """Every manifest in the directory, parsed; manifest ids must be unique."""
@@ -166,8 +335,9 @@ def discover_manifests(manifest_dir: Path) -> list[SourceManifest]:
     for path in sorted(manifest_dir.glob("*.json")):
         manifest = parse_manifest(path)
         if manifest.manifest_id in seen:
-            raise InputError(path, _line_of(path.read_text(), ["manifest_id"]), "manifest_id",
-                             f"{manifest.manifest_id!r} is also declared by {seen[manifest.manifest_id]}")
+            source = ManifestText(path, _decode(path, read_regular_file(path)))
+            raise source.error(("manifest_id",), f"{manifest.manifest_id!r} is also declared by "
+                               f"{seen[manifest.manifest_id]}")
         seen[manifest.manifest_id] = path
         manifests.append(manifest)
     return manifests
@@ -187,18 +357,7 @@ def partition_manifests(manifest_dir: Path, dataset: str, partition_key: date,
     """
     chosen = [m for m in discover_manifests(manifest_dir)
               if m.dataset == dataset and m.partition_key == partition_key]
-    verified = []
-    for manifest in chosen:
-        assets = []
-        for index, asset in enumerate(manifest.assets):
-            path = verify_asset(manifest, index, manifest_dir, accept_changed)
-            data = path.read_bytes() if accept_changed else b""
-            if accept_changed and hashlib.sha256(data).hexdigest() != asset.sha256:
-                asset = asset.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(),
-                                                 "record_count": count_records(data, asset.format)})
-            assets.append(asset)
-        verified.append(manifest.model_copy(update={"assets": tuple(assets)}))
-    return delivery_order(verified)
+    return delivery_order(verify_manifests(chosen, manifest_dir, accept_changed))
 
 
 def source_fingerprint(manifests: Iterable[SourceManifest]) -> str:
@@ -225,11 +384,16 @@ def find_manifest(manifest_dir: Path, manifest_id: str) -> SourceManifest:
 def _stat_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key: the manifest directory's files, with size and mtime; any edit invalidates it."""
     root = Path(parameters["manifest_dir"]).resolve()
-    stats = sorted(
-        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
-    )
+    stats = []
+    for path in root.rglob("*"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue  # a broken link: parsing names it, the key need not
+        if stat.S_ISREG(info.st_mode):
+            stats.append((str(path), info.st_size, info.st_mtime_ns))
     key = json.dumps([str(root), parameters["dataset"], str(parameters["partition_key"]),
-                      parameters.get("accept_changed", False), stats])
+                      parameters.get("accept_changed", False), sorted(stats)])
     return hashlib.sha256(key.encode()).hexdigest()
 
 
