@@ -15,7 +15,8 @@ from flows.partition import partition_flow, summary_of
 from schemas.datasets import get_dataset
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import load_settings
-from tasks.database import get_engine
+from tasks.database import get_engine, reading
+from tasks.ledger import outcome_of_flow_run
 from tasks.manifests import discover_manifests
 from tasks.plan import ACTIONS, INGESTING, plan_backfill, write_plan
 
@@ -39,15 +40,20 @@ class BackfillSummary(BaseModel):
 
 
 def _on_the_pool(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Fan out: the partition runs as a flow run of `deployment` on its work pool; we wait for its end."""
+    """Fan out: the partition runs as a flow run of `deployment` on its work pool; we wait for its end.
+    Its outcome is what its attempt recorded in the ledger, not words in the state's message: a run
+    that never reached the ledger (a lock timeout, a crash) failed."""
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(name=deployment, parameters=parameters, timeout=None, as_subflow=True)
     state = flow_run.state
-    held = state is not None and state.is_failed() and "held" in (state.message or "")
-    status = "succeeded" if state is not None and state.is_completed() else "held" if held else "failed"
-    return {"partition_key": str(parameters["partition_key"]), "status": status,
-            "error": None if status == "succeeded" else (state.message if state else "no state"),
+    settings = load_settings()
+    with reading(get_engine(settings.database_url)) as conn:
+        recorded = outcome_of_flow_run(conn, str(flow_run.id))
+    status = recorded[0] if recorded and recorded[0] in ("succeeded", "skipped", "held") else "failed"
+    error = None if status in ("succeeded", "skipped") else (
+        recorded[1] if recorded and recorded[1] else (state.message if state else "no state"))
+    return {"partition_key": str(parameters["partition_key"]), "status": status, "error": error,
             "flow_run_id": str(flow_run.id), "evidence_path": None}
 
 

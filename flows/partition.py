@@ -171,11 +171,11 @@ def partition_flow(
         up_to_date = succeeded_with(conn, dataset, partition_key, fingerprint)
         current = ledger.current_run(conn, dataset, who.partition)
     if up_to_date and not force and not dry_run and manifest_id is None:
-        who, attempt = record_skip(engine, who)
+        who, attempt, lake_note = record_skip(engine, who, open_lake(settings))
         logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key, fingerprint[:12])
         ctx.release_id = f"{dataset}/{who.partition}/{current}"
-        return hand_over(settings, make_summary(who, "skipped", attempt=attempt,
-                                             message=f"already succeeded from the same inputs (run {current})"), ctx)
+        message = f"already succeeded from the same inputs (run {current})" + (f"; {lake_note}" if lake_note else "")
+        return hand_over(settings, make_summary(who, "skipped", attempt=attempt, message=message), ctx)
 
     try:
         with timed(stages, "read"):
@@ -189,10 +189,9 @@ def partition_flow(
         # a replay is a subset of the partition's inputs: the partition's lake snapshot stays as it is
         lake = None if dry_run or who.partial else open_lake(settings)
         with timed(stages, "write_check_and_snapshot"):
-            done = write(engine, spec, batch, who, dry_run, force, lake)
+            done = write(engine, spec, batch, who, dry_run, force, lake, settings.heartbeat_seconds)
     except Exception as exc:
-        with reading(engine) as conn:
-            last = ledger.last_attempt(conn, who.batch_id)
+        last = ledger.last_attempt_of_flow_run(engine, who.batch_id, who.flow_run_id)
         failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
         ctx.error = f"{type(exc).__name__}: {exc}"
         try:
@@ -209,6 +208,7 @@ def partition_flow(
         ctx.release_id = f"{dataset}/{who.partition}/{current}"
         return hand_over(settings, make_summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
                                              message="the run we waited for produced the same inputs"), ctx)
+    ctx.lake_note = done.lake_note
     summary = hand_over(settings, _counted(done, dry_run), ctx)
     logger.info(
         "%s/%s %s: total=%d valid=%d invalid=%d bronze_inserted=%d silver_inserted=%d silver_updated=%d",

@@ -4,46 +4,20 @@ it touches from the current snapshots of all partitions, then check and leave ev
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
-from sqlalchemy import Engine, select
 
 from flows.partition import hand_over, make_summary, timed
 from schemas.datasets import get_dataset
-from schemas.reason_codes import Action, ActionReason, Mode
+from schemas.reason_codes import ActionReason
 from schemas.settings import load_settings
 from schemas.summary import PartitionSummary
-from schemas.tables import ingest_batch
-from tasks import ledger
-from tasks.database import get_engine, reading
-from tasks.errors import InputError
+from tasks.database import get_engine
 from tasks.evidence import RunContext
-from tasks.lake import (
-    LakeError,
-    open_lake,
-    snapshot_manifest,
-)
-from tasks.ledger import RunIdentity
-from tasks.restore import restore_partition_task
-
-
-def _identity(engine: Engine, dataset: str, day: date, manifest: dict[str, Any], reason: str, operator: str) -> RunIdentity:
-    """The restore runs as the batch that produced the snapshot (same inputs, same fingerprint)."""
-    with reading(engine) as conn:
-        batch = conn.execute(select(ingest_batch).where(ingest_batch.c.batch_id == manifest.get("batch_id"))).first()
-    if batch is None:
-        raise InputError(f"snapshot {manifest['snapshot_id']}", None, "batch_id",
-                         f"batch {manifest.get('batch_id')!r} is unknown to this warehouse; restore needs the "
-                         "warehouse that wrote the snapshot")
-    return RunIdentity(
-        dataset=dataset, partition_key=day, batch_id=batch.batch_id, run_id=ledger.new_run_id(),
-        fingerprint=batch.source_fingerprint, manifest_ids=tuple(manifest.get("manifest_ids", [])),
-        action=Action.RESTORE.value, mode=Mode.EXECUTE.value, reason_code=reason, operator=operator,
-        flow_run_id=str(flow_run.id) if flow_run.id else None,
-    )
+from tasks.lake import open_lake
+from tasks.restore import restore_identity, restore_partition_task, restore_target
 
 
 @flow(name="restore-flow")
@@ -72,21 +46,20 @@ def restore_flow(
     engine = get_engine(settings.database_url)
     lake = open_lake(settings)
     stages: dict[str, float] = {}
-    try:
-        manifest = snapshot_manifest(lake, dataset, partition_key, snapshot_id)
-    except LakeError as exc:
-        raise InputError(settings.lake_url, None, "--snapshot", str(exc).split(": ", 1)[-1]) from None
-    who = _identity(engine, dataset, partition_key, manifest, ActionReason(reason_code).value, operator)
+    manifest = restore_target(engine, lake, dataset, partition_key, snapshot_id)  # checked whole, or one line
+    who = restore_identity(engine, dataset, partition_key, manifest, ActionReason(reason_code).value, operator,
+                           str(flow_run.id) if flow_run.id else None)
     prefix = lake.prefix(dataset, partition_key)
     ctx = RunContext(spec=spec, manifests=[], started_at=started, stages=stages, inputs=[
         {"manifest_id": snapshot_id, "uri": f"{lake.storage.url}/{prefix}/{f['path']}", "format": "parquet",
          "sha256": f["sha256"], "record_count": f["rows"], "read_count": f["rows"]} for f in manifest["files"]])
     with timed(stages, "restore_and_check"):
-        done = restore_partition_task(engine, lake, spec, who, snapshot_id)
+        done = restore_partition_task(engine, lake, spec, who, manifest)
     status = "held" if done.held else "succeeded"
     summary = make_summary(who, status, attempt=done.attempt, checks=done.checks,
                            lake_snapshot=done.snapshot_summary,
-                           message=f"restored snapshot {snapshot_id}; silver rebuilt from the lake",
+                           message=f"restored snapshot {snapshot_id}; silver rebuilt from the lake"
+                           + (f"; {done.lake_note}" if done.lake_note else ""),
                            **done.counts.model_dump())
     summary = hand_over(settings, summary, ctx)
     logger.info("%s/%s: restored snapshot %s (%s)", dataset, partition_key, snapshot_id, status)

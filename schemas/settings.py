@@ -21,6 +21,7 @@ class FactorySettings(BaseSettings):
     default_partition: date = date(2026, 4, 17)
     lake_retention: int = 5  # committed snapshots kept per partition (the current one included)
     lake_rows_per_file: int = 500_000  # Parquet files of a snapshot hold at most this many rows
+    heartbeat_seconds: float = 30.0  # how often a running attempt proves it is alive (health: stale after 30 min)
     s3_block: str | None = None  # a saved prefect-aws S3Bucket block for s3:// URLs
     s3_endpoint_url: str | None = None  # an S3-compatible endpoint (MinIO) when no block is named
 

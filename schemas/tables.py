@@ -148,7 +148,7 @@ ingest_run = Table(
     Column("action", String(16), nullable=False),
     Column("mode", String(16), nullable=False),
     Column("reason_code", String(48), nullable=False),
-    Column("status", String(16), nullable=False),  # running, succeeded, held, failed, skipped
+    Column("status", String(16), nullable=False),  # running, succeeded, held, failed, skipped, abandoned
     Column("flow_run_id", String(36)),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
@@ -205,4 +205,31 @@ check_result = Table(
     Column("detail", Text, nullable=False),
     Column("checked_at", Timestamp, nullable=False),
     UniqueConstraint("run_id", "check_name", name="uq_check_per_run"),
+)
+
+# The lake's commit record: the warehouse transaction that commits a partition also records the
+# snapshot it wrote, so the warehouse is the decision and the lake's marker (manifest.json) follows it.
+# A snapshot the ledger does not list was never committed: readers and restore ignore it, the next
+# commit deletes it.
+lake_snapshot = Table(
+    "lake_snapshot",
+    metadata,
+    Column("snapshot_id", String(64), primary_key=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("run_id", String(64), nullable=False),  # the ledger run (or compaction) that committed it
+    Column("rows", Integer, nullable=False),
+    Column("files", Integer, nullable=False),
+    Column("record_sha256", String(64), nullable=False),  # of _snapshots/{id}.json as written
+    Column("committed_at", Timestamp, nullable=False),
+    Column("retired_at", Timestamp),  # removed from the lake by retention
+)
+
+lake_current = Table(
+    "lake_current",
+    metadata,
+    Column("dataset", String(64), primary_key=True),
+    Column("partition_key", String(10), primary_key=True),
+    Column("snapshot_id", String(64), nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
 )

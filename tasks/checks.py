@@ -19,6 +19,7 @@ from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
 from schemas.tables import check_result, partition_state
 from tasks.database import is_postgres
+from tasks.errors import printable
 from tasks.ledger import RunIdentity
 from tasks.staging import stage_keys
 
@@ -174,8 +175,8 @@ def _freshness(o: Observations) -> Measure:
 
 def _schema_drift(o: Observations) -> Measure:
     parts = []
-    if o.unknown_fields:
-        parts.append("fields outside the contract: " + ", ".join(o.unknown_fields))
+    if o.unknown_fields:  # the source's own names: any text at all, shown escaped and capped
+        parts.append("fields outside the contract: " + _named([printable(f)[:64] for f in o.unknown_fields]))
     if o.absent_fields:
         parts.append("required fields no sampled record carried: " + ", ".join(o.absent_fields))
     return len(o.unknown_fields) + len(o.absent_fields), "; ".join(parts) or "source fields match the contract"

@@ -1,4 +1,11 @@
-"""Write and check a partition in one transaction around the ledger: committed, or rolled back for a dry run."""
+"""Write and check a partition in one transaction around the ledger: committed, or rolled back for a dry run.
+
+One attempt, in order, under the partition lock (tasks/locks.py) and with a heartbeat:
+dead attempts closed → RUNNING attempt recorded → one warehouse transaction (bronze, silver,
+quarantine, checks; the lake snapshot staged and recorded; the attempt closed) → commit → lake
+marker moved → retention. The warehouse commit is the decision: a crash before it leaves nothing the
+ledger counts; a crash after it leaves a marker the next run moves (tasks/lake_state.py).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +26,15 @@ from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
 from tasks import checks, ledger
 from tasks.assets import annotate_assets, table_assets
-from tasks.database import reading
 from tasks.errors import TransientError
-from tasks.lake import Lake, commit_snapshot, lake_frame
+from tasks.lake import Lake, lake_frame, stage_snapshot
+from tasks.lake_state import committed_ids, settle_lake
 from tasks.ledger import RunIdentity
+from tasks.locks import partition_lock
 from tasks.validate import ValidatedBatch, partition_window
 from tasks.warehouse import WriteResult, write_partition
+
+HEARTBEAT_S = 30.0
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -58,6 +68,8 @@ class Committed:
     counts: RunCounts
     checks: list[CheckOutcome]
     snapshot: dict[str, Any] | None = None  # the lake snapshot this attempt committed
+    lake_note: str | None = None  # what the lake was left with when the marker could not follow
+
     @property
     def snapshot_summary(self) -> dict[str, Any] | None:
         if self.snapshot is None:
@@ -89,12 +101,9 @@ def run_counts(batch: ValidatedBatch, rejected: pl.DataFrame, result: WriteResul
 def _write_and_check(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity, now: datetime,
                      force: bool, before_silver: Callable[[], None] | None,
                      lake: Lake | None = None) -> Committed:
-    """Write, check what the transaction now holds, then commit the lake snapshot (execute only).
+    """Write, check what the transaction now holds, then stage the lake snapshot and record it.
 
-    The verdicts commit (or roll back) with the data; the lake commits before the warehouse does, so
-    a failed lake commit rolls the warehouse back and a failed warehouse commit leaves at worst a
-    newer snapshot that a rerun replaces.
-    """
+    The verdicts and the snapshot's ledger row commit (or roll back) with the data."""
     result, rejected, accepted = write_partition(conn, spec, batch, who, now, force, before_silver)
     counts = run_counts(batch, rejected, result, who)
     if result.skipped:
@@ -106,9 +115,16 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch,
     checks.record_results(conn, who, outcomes, now)
     snapshot = None
     if lake is not None:
-        snapshot = commit_snapshot(lake, spec, who.partition_key, lake_frame(spec, accepted), who.run_id,
-                                   {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
+        keep = committed_ids(conn, spec.name, who.partition_key)
+        snapshot, digest = stage_snapshot(lake, spec, who.partition_key, lake_frame(spec, accepted), who.run_id, keep,
+                                          {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
+        ledger.record_snapshot(conn, spec.name, who.partition, snapshot["snapshot_id"], who.run_id,
+                               snapshot["rows"], len(snapshot["files"]), digest)
     return Committed(result, rejected, who, None, counts, outcomes, snapshot)
+
+
+def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:
+    return lambda: ledger.describe_holder(engine, who.dataset, who.partition)
 
 
 def commit_partition(
@@ -120,55 +136,57 @@ def commit_partition(
     force: bool,
     before_silver: Callable[[], None] | None = None,
     lake: Lake | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> Committed:
     """Write, check and snapshot a partition; every attempt is one ledger run. A failed error check holds it."""
     who = replace(who, run_id=ledger.new_run_id())
     now = datetime.now(timezone.utc)
-    if dry_run:
-        with engine.connect() as conn:
-            transaction = conn.begin()
-            try:
-                return _write_and_check(conn, spec, batch, who, now, True, None)
-            finally:
-                transaction.rollback()
-    with reading(engine) as conn:
-        holder = ledger.running_holder(conn, who)  # looked up before SQLite's BEGIN IMMEDIATE blocks on it
-    attempt = ledger.start_run(engine, who)
-    try:
-        with engine.begin() as conn:
-            done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
-            result = done.result
-            if result.waited_for is None and holder and ledger.run_status(conn, holder[0]) != "running":
-                result.waited_for = holder[1]
-            status = "skipped" if result.skipped else "held" if done.held else "succeeded"
-            output = None if result.skipped else done.counts.output_count
-            detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held else None
-            ledger.finish_run(conn, who, status, result.as_dict(), output, detail=detail)
-    except BaseException as exc:
-        ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
-        raise
-    done.attempt = attempt
+    with partition_lock(engine, who.dataset, who.partition, _holder(engine, who)) as waited:
+        if dry_run:  # no attempt in the ledger: everything is rolled back
+            with engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    done = _write_and_check(conn, spec, batch, who, now, True, None)
+                finally:
+                    transaction.rollback()
+            done.result.waited_for = waited
+            return done
+        attempt = ledger.start_run(engine, who)
+        try:
+            with ledger.heartbeat(engine, who.run_id, heartbeat_s), engine.begin() as conn:
+                done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
+                status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
+                output = None if done.result.skipped else done.counts.output_count
+                detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held else None
+                ledger.finish_run(conn, who, status, done.result.as_dict(), output, detail=detail)
+        except BaseException as exc:
+            ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
+            raise
+        done.attempt, done.result.waited_for = attempt, waited
+        if lake is not None:  # committed: the lake's marker follows the ledger now
+            done.lake_note = settle_lake(engine, lake, spec.name, who.partition_key)
     return done
 
 
 @task(name="write-partition", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
 def commit_partition_task(engine: Engine, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity,
-                          dry_run: bool, force: bool, lake: Lake | None = None) -> Committed:
+                          dry_run: bool, force: bool, lake: Lake | None = None,
+                          heartbeat_s: float = HEARTBEAT_S) -> Committed:
     """Write, check, snapshot; as a materializing task (see tasks/assets.py) it also reports row counts per table."""
-    done = commit_partition(engine, spec, batch, who, dry_run, force, lake=lake)
+    done = commit_partition(engine, spec, batch, who, dry_run, force, lake=lake, heartbeat_s=heartbeat_s)
     status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
     annotate_assets(table_assets(engine.url.render_as_string(), spec), done.who.partition, done.counts, status)
     return done
 
 
-def record_skip(engine: Engine, who: RunIdentity) -> tuple[RunIdentity, int]:
-    """A skipped run still leaves its row in the ledger and the decision log."""
+def record_skip(engine: Engine, who: RunIdentity, lake: Lake | None = None) -> tuple[RunIdentity, int, str | None]:
+    """A skipped run still leaves its row in the ledger and the decision log; it also moves a lake
+    marker that a crash left behind the ledger."""
     who = replace(who, run_id=ledger.new_run_id())
-    attempt = ledger.start_run(engine, who)
-    with engine.begin() as conn:
-        ledger.finish_run(conn, who, "skipped", {"skipped": True}, None,
-                          error=None)
-    return who, attempt
-
-
+    with partition_lock(engine, who.dataset, who.partition, _holder(engine, who)):
+        attempt = ledger.start_run(engine, who)
+        with engine.begin() as conn:
+            ledger.finish_run(conn, who, "skipped", {"skipped": True}, None, error=None)
+        note = settle_lake(engine, lake, who.dataset, who.partition_key) if lake is not None else None
+    return who, attempt, note

@@ -5,13 +5,18 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from schemas.tables import metadata
 
 SQLITE_BUSY_TIMEOUT_S = 600
-READ_ONLY = "factory_read_only"  # a second writer waits for the first, as PostgreSQL's lock does
+SCHEMA_LOCK_KEY = 0x0DF5C4E3A  # advisory lock taken while creating the factory's tables
+# SQLite transactions: writers BEGIN IMMEDIATE (a second writer waits for the first, as PostgreSQL's
+# lock does); readers BEGIN deferred and never wait behind a writer (WAL); "autocommit" connections
+# issue no BEGIN at all (the heartbeat: one statement, never queued behind our own write transaction).
+TRANSACTION = "factory_transaction"
+READ, AUTOCOMMIT = "read", "autocommit"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -26,15 +31,17 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        # IMMEDIATE takes the write lock up front: two writers serialize instead of deadlocking.
-        # Readers (see `reading`) begin deferred, so they never wait behind a writer (WAL).
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        kind = connection.get_execution_options().get(TRANSACTION)
+        if kind != AUTOCOMMIT:
+            connection.exec_driver_sql("BEGIN" if kind == READ else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """The engine for a warehouse URL, with every factory table created if missing."""
+    """The engine for a warehouse URL, with every factory table created if missing.
+
+    The check for missing tables reads without taking SQLite's write lock, so a command that only
+    reads (status, checks, health) never waits behind a run that is writing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -43,7 +50,13 @@ def get_engine(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    with reading(engine) as conn:
+        missing = [t for t in metadata.sorted_tables if not engine.dialect.has_table(conn, t.name)]
+    if missing:
+        with engine.begin() as conn:
+            if is_postgres(engine):  # two first runs at once: one creates, the other then finds the tables
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            metadata.create_all(conn, tables=missing)  # checkfirst: another process may have made some
     return engine
 
 
@@ -53,4 +66,12 @@ def is_postgres(engine: Engine) -> bool:
 
 def reading(engine: Engine) -> Connection:
     """A connection for reads only: on SQLite it does not take the write lock."""
-    return engine.connect().execution_options(**{READ_ONLY: True})
+    return engine.connect().execution_options(**{TRANSACTION: READ})
+
+
+def autocommitting(engine: Engine) -> Connection:
+    """A connection whose statements commit one by one (PostgreSQL: AUTOCOMMIT; SQLite: no BEGIN)."""
+    conn = engine.connect()
+    if is_postgres(engine):
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn.execution_options(**{TRANSACTION: AUTOCOMMIT})

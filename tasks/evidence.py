@@ -7,7 +7,6 @@ the run's summary and what the flow measured around it, validated, then written 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import jsonschema
 from schemas.datasets import DatasetSpec
 from schemas.manifest import SourceManifest
 from schemas.summary import PartitionSummary
+from tasks.atomic import write_atomic
 from tasks.read import FIELD_SAMPLE_RECORDS
 from tasks.validate import partition_window
 
@@ -41,6 +41,7 @@ class RunContext:
     trace_id: str | None = None
     release_id: str | None = None  # set for a skip: the release of the run that produced current state
     inputs: list[dict[str, Any]] | None = None  # what the run read when it was not source manifests (restore)
+    lake_note: str | None = None  # the lake's marker could not follow the committed warehouse yet
 
 
 @cache
@@ -81,7 +82,7 @@ def _tables(summary: PartitionSummary, spec: DatasetSpec) -> list[dict[str, Any]
     ]
 
 
-def known_limitations(summary: PartitionSummary) -> list[str]:
+def known_limitations(summary: PartitionSummary, lake_note: str | None = None) -> list[str]:
     """Plain statements of what this run's output does not cover; downstream reads them before consuming."""
     notes = []
     if summary.status == "dry_run":
@@ -100,6 +101,8 @@ def known_limitations(summary: PartitionSummary) -> list[str]:
             notes.append(f"check {check.name} warned: {check.detail}")
     if summary.checks:
         notes.append(f"schema drift is judged on the first {FIELD_SAMPLE_RECORDS} records of each asset")
+    if lake_note:
+        notes.append(lake_note)
     if summary.lake_snapshot is None and summary.status != "dry_run":
         notes.append("no lake snapshot: a replay re-consumes one delivery, the partition's snapshot stays")
     return notes
@@ -158,7 +161,7 @@ def build_evidence(summary: PartitionSummary, ctx: RunContext, finished_at: date
         },
         "downstream": downstream.model_dump(),
         "handoff": {"release_id": release, "trace_id": ctx.trace_id, "eval_run_id": None},
-        "known_limitations": known_limitations(summary) if counted else [],
+        "known_limitations": known_limitations(summary, ctx.lake_note) if counted else [],
     }
 
 
@@ -172,9 +175,7 @@ def write_evidence(report_dir: Path, evidence: dict[str, Any]) -> Path:
     folder = evidence_dir(report_dir, evidence["dataset"], evidence["partition"]["key"])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{evidence['ids']['run_id']}.json"
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(evidence, indent=2) + "\n")
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(evidence, indent=2) + "\n")
     return path
 
 

@@ -9,20 +9,24 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select
 
 from schemas.tables import check_result, ingest_run, partition_state
+from tasks import ledger
 from tasks.database import reading
+from tasks.errors import PartitionLockedError
+from tasks.locks import partition_lock
 
 
 @dataclass(frozen=True)
 class HealthThresholds:
     days: int = 7  # partitions looked at: the last `days` up to the newest one known
-    stale_minutes: int = 30  # a RUNNING run whose heartbeat is older is stale (its worker died)
+    stale_minutes: int = 30  # a RUNNING run whose heartbeat is older is dead (closed) or hung (reported)
     max_attempts: int = 3  # more attempts than this on one batch is a retry storm
     quarantine_spike: float = 0.25  # a current run quarantining a larger share of its records
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # stale_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike
+    # stale_run, abandoned_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike
+    kind: str
     dataset: str
     partition: str
     detail: str
@@ -40,21 +44,42 @@ def health_window(declared: set[date], materialized: set[date], days: int, today
     return end - timedelta(days=max(1, days) - 1), end
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def silent_runs(engine: Engine, dataset: str, limits: HealthThresholds, now: datetime) -> list[Finding]:
+    """RUNNING attempts with no heartbeat for the stale period. One whose partition lock nobody holds
+    is dead (its process was killed): it is closed as abandoned. One whose lock is held is hung."""
+    stale_before = now - timedelta(minutes=limits.stale_minutes)
+    with reading(engine) as conn:
+        silent = [r for r in conn.execute(select(ingest_run).where(and_(
+            ingest_run.c.dataset == dataset, ingest_run.c.status == "running"))) if _aware(r.heartbeat_at) < stale_before]
+    findings = []
+    for partition in sorted({r.partition_key for r in silent}):
+        runs = [r for r in silent if r.partition_key == partition]
+        beat = ", ".join(f"run {r.run_id} (flow run {r.flow_run_id or '-'}), last heartbeat "
+                         f"{_aware(r.heartbeat_at).isoformat(timespec='seconds')}" for r in runs)
+        try:
+            with partition_lock(engine, dataset, partition, lambda: "a live run", wait=False):
+                with engine.begin() as conn:
+                    closed = ledger.abandon_dead_runs(conn, dataset, partition, "health")
+            if closed:
+                findings.append(Finding("abandoned_run", dataset, partition,
+                                        f"{beat}: its process died; closed as abandoned (rerun the partition)"))
+        except PartitionLockedError:
+            findings.append(Finding("stale_run", dataset, partition, f"{beat}: still holds the partition lock "
+                                    "(hung worker?)"))
+    return findings
+
+
 def find_problems(engine: Engine, dataset: str, declared: set[date], limits: HealthThresholds,
                   now: datetime | None = None) -> tuple[tuple[date, date] | None, list[Finding]]:
     now = now or datetime.now(timezone.utc)
-    findings: list[Finding] = []
+    findings: list[Finding] = silent_runs(engine, dataset, limits, now)
     with reading(engine) as conn:
         states = {date.fromisoformat(r.partition_key): r for r in conn.execute(
             select(partition_state).where(partition_state.c.dataset == dataset))}
-        stale_before = now - timedelta(minutes=limits.stale_minutes)
-        for run in conn.execute(select(ingest_run).where(and_(
-                ingest_run.c.dataset == dataset, ingest_run.c.status == "running"))):
-            heartbeat = run.heartbeat_at if run.heartbeat_at.tzinfo else run.heartbeat_at.replace(tzinfo=timezone.utc)
-            if heartbeat < stale_before:
-                findings.append(Finding("stale_run", dataset, run.partition_key,
-                                        f"run {run.run_id} (flow run {run.flow_run_id or '-'}) RUNNING, last heartbeat "
-                                        f"{heartbeat.isoformat(timespec='seconds')}"))
         window = health_window(declared, set(states), limits.days, now.date())
         if window is None:
             return None, findings

@@ -4,12 +4,17 @@ Layout of one partition, under `{lake}/{dataset}/dt=YYYY-MM-DD/`:
 
     _tmp/{snapshot}/part-00000.parquet    written first, read back and checked
     data/{snapshot}/part-00000.parquet    published (moved) data files; never rewritten
-    manifest.json                         the commit marker: the current snapshot, written last
-    _snapshots/{snapshot}.json            every committed snapshot's manifest (restore targets)
+    _snapshots/{snapshot}.json            the snapshot's record: files, rows, sha256, run
+    manifest.json                         the marker: a copy of the current snapshot's record
     _SUCCESS                              the current snapshot id
 
-Readers read exactly the files a manifest lists, never a listing of the prefix, so a failure at any
-step leaves the previous snapshot readable. The next commit deletes what a failed one left behind.
+Two stores commit together with the warehouse as the decision (tasks/commit.py): the snapshot's files
+and record are staged first, the warehouse transaction then records the snapshot (table lake_snapshot)
+and makes it current (lake_current), and only after that commits is the marker moved. A crash before
+the warehouse commit leaves a staged snapshot no ledger row names: readers ignore it and the next
+commit deletes it. A crash after it leaves the marker one snapshot behind the ledger: the next run of
+the partition (a skip included) moves it. Readers read exactly the files a record lists, never a
+listing of the prefix.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -25,14 +31,24 @@ import polars as pl
 
 from schemas.datasets import DatasetSpec
 from schemas.settings import FactorySettings
-from tasks.storage import Storage, open_storage
+from tasks.errors import FactoryError
+from tasks.storage import MissingObject, Storage, open_storage
 
 LINEAGE = ("_content_hash", "_delivery_key", "_manifest_id", "_source_uri", "_line_number")
-CURRENT, SUCCESS = "manifest.json", "_SUCCESS"
+CURRENT, SUCCESS, RECORDS = "manifest.json", "_SUCCESS", "_snapshots"
+SNAPSHOT_ID = re.compile(r"[0-9]{8}T[0-9]{12}Z-[0-9a-z-]{8}")
+FILE_PATH = re.compile(r"data/(?P<snapshot>[0-9]{8}T[0-9]{12}Z-[0-9a-z-]{8})/part-[0-9]{5}\.parquet")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class LakeError(Exception):
-    """A lake object is missing or does not match its manifest."""
+class LakeError(FactoryError):
+    """A lake object is missing or does not match what recorded it; `reason` is a verify reason code."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, where: str, message: str) -> None:
+        self.reason, self.where = reason, where
+        super().__init__(f"{where}: {message} [{reason}]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,9 @@ class Lake:
 
     def prefix(self, dataset: str, day: date) -> str:
         return f"{dataset}/dt={day.isoformat()}"
+
+    def where(self, dataset: str, day: date, name: str = "") -> str:
+        return f"{self.storage.url}/{self.prefix(dataset, day)}" + (f"/{name}" if name else "")
 
 
 def lake_frame(spec: DatasetSpec, events: pl.DataFrame) -> pl.DataFrame:
@@ -63,76 +82,132 @@ def _schema(frame: pl.DataFrame) -> dict[str, str]:
 
 def new_snapshot_id(run_id: str) -> str:
     """Sortable by commit time; unique per run."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{run_id[:8]}"
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}Z-{run_id[:8].lower()}"
 
 
-# --- reading -------------------------------------------------------------------------------------
+def is_snapshot_id(text: str) -> bool:
+    return isinstance(text, str) and SNAPSHOT_ID.fullmatch(text) is not None
 
-def current_manifest(lake: Lake, dataset: str, day: date) -> dict[str, Any] | None:
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, indent=2).encode()
+
+
+# --- snapshot records ----------------------------------------------------------------------------
+
+def check_record(record: Any, dataset: str, day: date, snapshot_id: str, where: str) -> dict[str, Any]:
+    """A snapshot record that says what it must: this dataset, partition and id, and data files of its
+    own snapshot folder with rows and sha256. Anything else is `snapshot_record_invalid`."""
+    def bad(message: str) -> LakeError:
+        return LakeError("snapshot_record_invalid", where, message)
+
+    if not isinstance(record, dict):
+        raise bad("is not a JSON object")
+    for name, expected in (("dataset", dataset), ("partition_key", day.isoformat()), ("snapshot_id", snapshot_id)):
+        if record.get(name) != expected:
+            raise bad(f"{name} is {record.get(name)!r}, not {expected!r}")
+    files = record.get("files")
+    if not isinstance(files, list) or not isinstance(record.get("rows"), int):
+        raise bad("has no files list or rows count")
+    for entry in files:
+        match = FILE_PATH.fullmatch(str(entry.get("path"))) if isinstance(entry, dict) else None
+        if match is None or match.group("snapshot") != snapshot_id:
+            raise bad(f"lists a file outside its snapshot: {entry!r:.120}")
+        if not (isinstance(entry.get("rows"), int) and isinstance(entry.get("bytes"), int)
+                and SHA256.fullmatch(str(entry.get("sha256")))):
+            raise bad(f"file {entry['path']} has no rows, bytes or sha256")
+    if sum(e["rows"] for e in files) != record["rows"]:
+        raise bad(f"its files hold {sum(e['rows'] for e in files)} rows, not {record['rows']}")
+    return record
+
+
+def read_record(lake: Lake, dataset: str, day: date, snapshot_id: str,
+                expected_sha256: str | None = None) -> dict[str, Any]:
+    """The record of a snapshot, checked: present, unchanged since the ledger recorded it, and valid."""
+    if not is_snapshot_id(snapshot_id):
+        raise LakeError("snapshot_record_invalid", lake.where(dataset, day), f"{snapshot_id!r} is not a snapshot id")
+    name = f"{RECORDS}/{snapshot_id}.json"
+    where = lake.where(dataset, day, name)
+    try:
+        data = lake.storage.read(f"{lake.prefix(dataset, day)}/{name}")
+    except MissingObject:
+        raise LakeError("snapshot_record_missing", where, "does not exist") from None
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise LakeError("snapshot_record_changed", where, "differs from the record the ledger committed")
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise LakeError("snapshot_record_invalid", where, "is not valid JSON") from None
+    return check_record(record, dataset, day, snapshot_id, where)
+
+
+def read_marker(lake: Lake, dataset: str, day: date) -> dict[str, Any] | None:
+    """The partition's marker (what external readers take as current), or None when it has none."""
     key = f"{lake.prefix(dataset, day)}/{CURRENT}"
-    return json.loads(lake.storage.read(key)) if lake.storage.exists(key) else None
+    try:
+        data = lake.storage.read(key)
+    except MissingObject:
+        return None
+    try:
+        marker = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise LakeError("lake_marker_invalid", lake.where(dataset, day, CURRENT), "is not valid JSON") from None
+    return marker if isinstance(marker, dict) else None
 
 
-def snapshot_manifest(lake: Lake, dataset: str, day: date, snapshot_id: str) -> dict[str, Any]:
-    key = f"{lake.prefix(dataset, day)}/_snapshots/{snapshot_id}.json"
-    if not lake.storage.exists(key):
-        current = current_manifest(lake, dataset, day)
-        if current and current["snapshot_id"] == snapshot_id:
-            return current
-        raise LakeError(f"{lake.storage.url}/{lake.prefix(dataset, day)}: no snapshot {snapshot_id!r} "
-                        "(list them with `datafactory lake snapshots`)")
-    return json.loads(lake.storage.read(key))
-
-
-def list_snapshots(lake: Lake, dataset: str, day: date) -> list[dict[str, Any]]:
-    """Every retained snapshot of a partition, oldest first, the current one marked."""
+def check_files(lake: Lake, dataset: str, day: date, record: dict[str, Any], deep: bool) -> None:
+    """Every file a record lists is there with its size (and with `deep`, its sha256)."""
     prefix = lake.prefix(dataset, day)
-    found = {m["snapshot_id"]: m for m in (json.loads(lake.storage.read(k))
-                                          for k in lake.storage.list(f"{prefix}/_snapshots") if k.endswith(".json"))}
-    current = current_manifest(lake, dataset, day)
-    if current:
-        found.setdefault(current["snapshot_id"], current)
-    return [{**m, "current": bool(current) and m["snapshot_id"] == current["snapshot_id"]}  # type: ignore[index]
-            for _, m in sorted(found.items())]
+    for entry in record["files"]:
+        where = lake.where(dataset, day, entry["path"])
+        try:
+            data = lake.storage.read(f"{prefix}/{entry['path']}") if deep else None
+        except MissingObject:
+            raise LakeError("lake_file_missing", where, "does not exist") from None
+        if data is None:
+            if not lake.storage.exists(f"{prefix}/{entry['path']}"):
+                raise LakeError("lake_file_missing", where, "does not exist")
+            continue
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise LakeError("lake_file_corrupt", where, "differs from its record (size or sha256)")
 
 
-def read_files(lake: Lake, prefix: str, manifest: dict[str, Any]) -> pl.DataFrame:
-    """The rows of exactly the files a manifest lists, each checked against its sha256."""
+def read_files(lake: Lake, dataset: str, day: date, record: dict[str, Any]) -> pl.DataFrame:
+    """The rows of exactly the files a record lists, each checked against its sha256."""
+    prefix = lake.prefix(dataset, day)
     frames = []
-    for entry in manifest["files"]:
-        data = lake.storage.read(f"{prefix}/{entry['path']}")
+    for entry in record["files"]:
+        where = lake.where(dataset, day, entry["path"])
+        try:
+            data = lake.storage.read(f"{prefix}/{entry['path']}")
+        except MissingObject:
+            raise LakeError("lake_file_missing", where, "does not exist") from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise LakeError(f"{lake.storage.url}/{prefix}/{entry['path']}: sha256 differs from its manifest")
+            raise LakeError("lake_file_corrupt", where, "sha256 differs from its record")
         frames.append(pl.read_parquet(io.BytesIO(data)))
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def read_partition(lake: Lake, dataset: str, day: date, snapshot_id: str | None = None) -> pl.DataFrame | None:
-    """A partition's rows as of its current snapshot (or `snapshot_id`); None when it has none."""
-    manifest = (snapshot_manifest(lake, dataset, day, snapshot_id) if snapshot_id
-                else current_manifest(lake, dataset, day))
-    return None if manifest is None else read_files(lake, lake.prefix(dataset, day), manifest)
-
-
-def committed_partitions(lake: Lake, dataset: str) -> list[date]:
-    """Partitions with a current snapshot (one listing of the markers, not of the data)."""
-    days = set()
-    for key in lake.storage.list(dataset):
-        parts = key.split("/")
-        if len(parts) == 3 and parts[2] == CURRENT and parts[1].startswith("dt="):
-            days.add(date.fromisoformat(parts[1][3:]))
-    return sorted(days)
-
-
 # --- committing ----------------------------------------------------------------------------------
 
-def clean_leftovers(lake: Lake, dataset: str, day: date) -> list[str]:
-    """Delete temp objects and data files no committed snapshot lists (what a failed commit left)."""
+def clean_leftovers(lake: Lake, dataset: str, day: date, keep: set[str]) -> list[str]:
+    """Delete what no committed snapshot accounts for: temp files, unfinished writes, and the data and
+    records of snapshots the ledger never committed (`keep` = the committed, retained ids).
+    Runs under the partition lock, so nothing it deletes belongs to a live writer."""
     prefix = lake.prefix(dataset, day)
-    listed = {f"{prefix}/{f['path']}" for m in list_snapshots(lake, dataset, day) for f in m["files"]}
-    stray = [k for k in lake.storage.list(prefix)
-             if (k.startswith(f"{prefix}/_tmp/") or k.startswith(f"{prefix}/data/")) and k not in listed]
+    stray = []
+    for key in lake.storage.list(prefix, partial=True):
+        rest = key[len(prefix) + 1:]
+        if rest in (CURRENT, SUCCESS):
+            continue
+        parts = rest.split("/")
+        if parts[0] == RECORDS and len(parts) == 2 and parts[1].removesuffix(".json") in keep:
+            continue
+        if parts[0] == "data" and len(parts) == 3 and parts[1] in keep and not parts[2].startswith("."):
+            continue
+        stray.append(key)
     lake.storage.delete(stray)
+    lake.storage.prune(f"{prefix}/_tmp")
     return stray
 
 
@@ -159,89 +234,56 @@ def _validate_temp(lake: Lake, prefix: str, snapshot_id: str, files: list[dict[s
         rows = pl.read_parquet(io.BytesIO(data), columns=[frame.columns[0]]).height
         schema = {name: str(dtype) for name, dtype in pl.read_parquet_schema(io.BytesIO(data)).items()}
         if hashlib.sha256(data).hexdigest() != entry["sha256"] or rows != entry["rows"] or schema != _schema(frame):
-            raise LakeError(f"{lake.storage.url}/{key}: read back {rows} rows {schema}, "
-                            f"wrote {entry['rows']} rows {_schema(frame)} (sha256 {entry['sha256'][:12]}…)")
+            raise LakeError("lake_file_corrupt", f"{lake.storage.url}/{key}",
+                            f"read back {rows} rows {schema}, wrote {entry['rows']} rows {_schema(frame)}")
 
 
-def _write_marker(lake: Lake, prefix: str, manifest: dict[str, Any]) -> None:
-    """The commit point: from here on readers see the new snapshot."""
-    lake.storage.write(f"{prefix}/{CURRENT}", json.dumps(manifest, indent=2).encode())
-
-
-def apply_retention(lake: Lake, dataset: str, day: date) -> list[str]:
-    """Keep the newest `retention` snapshots (and always the current one); delete the rest."""
-    prefix = lake.prefix(dataset, day)
-    snapshots = list_snapshots(lake, dataset, day)
-    keep = {m["snapshot_id"] for m in snapshots[-max(1, lake.retention):]} | {
-        m["snapshot_id"] for m in snapshots if m["current"]}
-    dropped = [m for m in snapshots if m["snapshot_id"] not in keep]
-    keys = [f"{prefix}/{f['path']}" for m in dropped for f in m["files"]]
-    keys += [f"{prefix}/_snapshots/{m['snapshot_id']}.json" for m in dropped]
-    lake.storage.delete(keys)
-    return [m["snapshot_id"] for m in dropped]
-
-
-def commit_snapshot(lake: Lake, spec: DatasetSpec, day: date, frame: pl.DataFrame, run_id: str,
-                    details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Temp files → read back and check → publish → manifest.json (the commit) → snapshot record, _SUCCESS."""
+def stage_snapshot(lake: Lake, spec: DatasetSpec, day: date, frame: pl.DataFrame, run_id: str,
+                   keep: set[str], details: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """Temp files → read back and check → publish → snapshot record. Not current yet: the caller's
+    warehouse transaction commits it (ledger.record_snapshot), then `publish_marker` shows it.
+    Returns the record and the sha256 of its bytes (the ledger keeps it to detect tampering)."""
     prefix = lake.prefix(spec.name, day)
-    clean_leftovers(lake, spec.name, day)
+    clean_leftovers(lake, spec.name, day, keep)
     snapshot_id = new_snapshot_id(run_id)
     files = _write_temp(lake, prefix, snapshot_id, frame)
     _validate_temp(lake, prefix, snapshot_id, files, frame)
     lake.storage.move(f"{prefix}/_tmp/{snapshot_id}", f"{prefix}/data/{snapshot_id}")
-    manifest = {
+    record = {
         "snapshot_id": snapshot_id, "dataset": spec.name, "partition_key": day.isoformat(), "run_id": run_id,
         "committed_at": datetime.now(timezone.utc).isoformat(), "rows": frame.height,
         "schema": _schema(frame), "files": files, **(details or {}),
     }
-    _write_marker(lake, prefix, manifest)
-    lake.storage.write(f"{prefix}/_snapshots/{snapshot_id}.json", json.dumps(manifest, indent=2).encode())
-    lake.storage.write(f"{prefix}/{SUCCESS}", snapshot_id.encode())
-    apply_retention(lake, spec.name, day)
-    return manifest
+    data = record_bytes(record)
+    lake.storage.write(f"{prefix}/{RECORDS}/{snapshot_id}.json", data)
+    return record, hashlib.sha256(data).hexdigest()
 
 
-def make_current(lake: Lake, dataset: str, day: date, snapshot_id: str) -> dict[str, Any]:
-    """Restore: a retained snapshot becomes the current one again (its files were never touched)."""
+def publish_marker(lake: Lake, dataset: str, day: date, record: dict[str, Any]) -> None:
+    """Point external readers at a committed snapshot: manifest.json, then _SUCCESS."""
     prefix = lake.prefix(dataset, day)
-    manifest = snapshot_manifest(lake, dataset, day, snapshot_id)
-    read_files(lake, prefix, manifest)  # every file still there and intact, before it becomes current
-    _write_marker(lake, prefix, manifest)
-    lake.storage.write(f"{prefix}/{SUCCESS}", snapshot_id.encode())
-    return manifest
+    lake.storage.write(f"{prefix}/{CURRENT}", record_bytes(record))
+    lake.storage.write(f"{prefix}/{SUCCESS}", record["snapshot_id"].encode())
+
+
+def marker_is(lake: Lake, dataset: str, day: date, snapshot_id: str) -> bool:
+    """Do manifest.json and _SUCCESS both name this snapshot?"""
+    try:
+        marker = read_marker(lake, dataset, day)
+        success = lake.storage.read(f"{lake.prefix(dataset, day)}/{SUCCESS}")
+    except (LakeError, MissingObject):
+        return False
+    return marker is not None and marker.get("snapshot_id") == snapshot_id and success == snapshot_id.encode()
+
+
+def drop_snapshots(lake: Lake, dataset: str, day: date, snapshot_ids: list[str]) -> None:
+    """Delete the files and records of snapshots retention let go."""
+    prefix = lake.prefix(dataset, day)
+    keys = [k for i in snapshot_ids for k in lake.storage.list(f"{prefix}/data/{i}", partial=True)]
+    lake.storage.delete(keys + [f"{prefix}/{RECORDS}/{i}.json" for i in snapshot_ids])
 
 
 def open_lake(settings: FactorySettings) -> Lake:
     """The lake FACTORY_LAKE_URL names: a local folder, or s3://bucket/prefix through prefect-aws."""
     storage = open_storage(settings.lake_url, settings.s3_block, settings.s3_endpoint_url)
     return Lake(storage, retention=settings.lake_retention, rows_per_file=settings.lake_rows_per_file)
-
-
-def compact_partition(lake: Lake, spec: DatasetSpec, day: date) -> dict[str, Any] | None:
-    """Rewrite a partition's current snapshot into as few files as `rows_per_file` allows, through the
-    same commit protocol, and prove the rows identical; None when it is already one file (or absent)."""
-    old = current_manifest(lake, spec.name, day)
-    if old is None or len(old["files"]) <= 1:
-        return None
-    prefix = lake.prefix(spec.name, day)
-    rows = read_files(lake, prefix, old).sort(spec.event_key)
-    details = {k: old[k] for k in ("batch_id", "manifest_ids") if k in old}
-    new = commit_snapshot(lake, spec, day, rows, f"compact-{old['run_id']}",
-                          {**details, "compacted_from": old["snapshot_id"]})
-    if not read_files(lake, prefix, new).sort(spec.event_key).equals(rows):
-        make_current(lake, spec.name, day, old["snapshot_id"])
-        raise LakeError(f"{lake.storage.url}/{prefix}: compacted rows differ; snapshot {old['snapshot_id']} kept")
-    return {"partition_key": day.isoformat(), "rows": new["rows"], "files_before": len(old["files"]),
-            "files_after": len(new["files"]), "snapshot_before": old["snapshot_id"], "snapshot_after": new["snapshot_id"]}
-
-
-def compact_month(lake: Lake, spec: DatasetSpec, month: str) -> list[dict[str, Any]]:
-    """Compact every committed partition of `YYYY-MM`."""
-    done = []
-    for day in committed_partitions(lake, spec.name):
-        if day.strftime("%Y-%m") == month:
-            report = compact_partition(lake, spec, day)
-            if report:
-                done.append(report)
-    return done

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, select
 from schemas.datasets import DatasetSpec
 from schemas.manifest import SourceManifest
 from schemas.tables import partition_state
+from tasks.atomic import write_atomic
 from tasks.database import reading
 from tasks.manifests import batch_id_for, delivery_order, source_fingerprint
 from tasks.validate import partition_window
@@ -115,6 +116,5 @@ def write_plan(report_dir: Path, dataset: str, start: date, end: date, mode: str
         "created_at": created.isoformat(), "entries": build(str(path)),
     }
     jsonschema.Draft202012Validator(plan_json_schema(), format_checker=jsonschema.FormatChecker()).validate(plan)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan, indent=2) + "\n")
+    write_atomic(path, json.dumps(plan, indent=2) + "\n")
     return path, plan

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import Counter
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -14,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from schemas.datasets import DATASETS
 from schemas.manifest import SourceManifest
+from tasks.atomic import write_atomic
 from tasks.evidence import latest_evidence
 from tasks.status import partition_status
 
@@ -115,9 +114,6 @@ def delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceMan
 
 def write_delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> Path:
     """Regenerate `{report_dir}/delivery_summary.md` atomically (partition runs may finish at once)."""
-    report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / SUMMARY_FILE
-    partial = report_dir / f".{SUMMARY_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-    partial.write_text(delivery_summary(engine, report_dir, manifests))
-    os.replace(partial, path)
+    write_atomic(path, delivery_summary(engine, report_dir, manifests))
     return path

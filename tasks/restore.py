@@ -1,48 +1,95 @@
 """Restore (DESIGN section 8): silver rebuilt from the lake's current snapshots, a pure function of the events.
 
 The rule is the warehouse's: of each event key the earliest delivery wins (smallest delivery key);
-of each entity the greatest (ordering column, event key) is its silver row.
+of each entity the greatest (ordering column, event key) is its silver row. The target snapshot is
+checked completely before anything changes; the ledger then makes it current in the same transaction
+that rebuilds silver, and the lake's marker follows only after that commits.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from typing import Any
 
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from schemas.datasets import DatasetSpec
+from schemas.reason_codes import Action, Mode
 from schemas.summary import RunCounts
 from schemas.tables import SILVER
 from tasks import checks, ledger
-from tasks.commit import Committed
-from tasks.lake import (
-    Lake,
-    committed_partitions,
-    current_manifest,
-    make_current,
-    read_files,
-    read_partition,
-)
+from tasks.commit import HEARTBEAT_S, Committed
+from tasks.database import reading
+from tasks.errors import InputError
+from tasks.lake import Lake, LakeError, check_files, is_snapshot_id, read_files, read_record
+from tasks.lake_state import settle_lake
 from tasks.ledger import RunIdentity
+from tasks.locks import partition_lock
 from tasks.staging import bulk_load, stage_keys
 from tasks.validate import partition_window
-from tasks.warehouse import WriteResult, lock_partition
+from tasks.warehouse import WriteResult
 
 
-def lake_events(lake: Lake, spec: DatasetSpec, entities: set[str]) -> pl.DataFrame:
-    """Every current snapshot's events of these entities, each tagged with its partition and batch."""
+def restore_target(engine: Engine, lake: Lake, dataset: str, day: date, snapshot_id: str) -> dict[str, Any]:
+    """The record of a snapshot restore may return to, or one InputError saying why not.
+
+    It must be a snapshot of this partition that the ledger committed and retention kept; its record
+    unchanged since then and naming this dataset, partition and id; every file present with its
+    sha256. Nothing is changed by looking."""
+    where = lake.where(dataset, day, f"_snapshots/{snapshot_id}.json") if is_snapshot_id(snapshot_id) \
+        else lake.where(dataset, day)
+    if not is_snapshot_id(snapshot_id):
+        raise InputError(where, None, "snapshot_id", f"{snapshot_id!r} is not a snapshot id "
+                         "(list them with `datafactory lake snapshots`)")
+    with reading(engine) as conn:
+        known = {r.snapshot_id: r for r in ledger.snapshot_records(conn, dataset, day.isoformat(), retained_only=False)}
+    found = known.get(snapshot_id)
+    if found is None:
+        raise InputError(where, None, "snapshot_id", f"{snapshot_id} is not a committed snapshot of "
+                         f"{dataset}/{day} (list them with `datafactory lake snapshots`)")
+    if found.retired_at is not None:
+        raise InputError(where, None, "snapshot_id", f"{snapshot_id} was removed by retention on "
+                         f"{found.retired_at:%Y-%m-%d %H:%M}")
+    try:
+        record = read_record(lake, dataset, day, snapshot_id, found.record_sha256)
+        check_files(lake, dataset, day, record, deep=True)
+    except LakeError as exc:
+        raise InputError(exc.where, None, "snapshot_id", str(exc).removeprefix(f"{exc.where}: ")) from None
+    return record
+
+
+def restore_identity(engine: Engine, dataset: str, day: date, record: dict[str, Any], reason: str, operator: str,
+                     flow_run_id: str | None) -> RunIdentity:
+    """The restore runs as the batch that produced the snapshot (same inputs, same fingerprint)."""
+    with reading(engine) as conn:
+        batch = ledger.batch(conn, str(record.get("batch_id")))
+    if batch is None:
+        raise InputError(f"snapshot {record['snapshot_id']}", None, "batch_id",
+                         f"batch {record.get('batch_id')!r} is unknown to this warehouse; restore needs the "
+                         "warehouse that wrote the snapshot")
+    return RunIdentity(
+        dataset=dataset, partition_key=day, batch_id=batch.batch_id, run_id=ledger.new_run_id(),
+        fingerprint=batch.source_fingerprint, manifest_ids=tuple(record.get("manifest_ids", [])),
+        action=Action.RESTORE.value, mode=Mode.EXECUTE.value, reason_code=reason, operator=operator,
+        flow_run_id=flow_run_id,
+    )
+
+
+def lake_events(lake: Lake, spec: DatasetSpec, entities: set[str],
+                records: dict[date, dict[str, Any]]) -> pl.DataFrame:
+    """The events of these entities in the given snapshots (one per partition), tagged with partition and batch."""
     frames = []
-    for day in committed_partitions(lake, spec.name):
-        manifest = current_manifest(lake, spec.name, day)
-        if manifest is None:
+    wanted = pl.Series(sorted(entities), dtype=pl.String).implode()
+    for day, record in sorted(records.items()):
+        rows = read_files(lake, spec.name, day, record)
+        if rows.height == 0:
             continue
-        rows = read_files(lake, lake.prefix(spec.name, day), manifest)
-        frames.append(rows.filter(pl.col(spec.entity_key).is_in(pl.Series(sorted(entities), dtype=pl.String).implode()))
+        frames.append(rows.filter(pl.col(spec.entity_key).is_in(wanted))
                       .with_columns(pl.lit(day.isoformat()).alias("_partition_key"),
-                                    pl.lit(manifest.get("batch_id", "")).alias("_batch_id")))
+                                    pl.lit(record.get("batch_id", "")).alias("_batch_id")))
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
@@ -70,46 +117,62 @@ def replace_silver(conn: Connection, spec: DatasetSpec, entities: list[str], row
         bulk_load(conn, spec.silver_table, rows)
 
 
-def touched_entities(spec: DatasetSpec, *frames: pl.DataFrame | None) -> set[str]:
-    found: set[str] = set()
-    for frame in frames:
-        if frame is not None and frame.height:
-            found |= set(frame[spec.entity_key].to_list())
-    return found
+def silver_from_partition(conn: Connection, spec: DatasetSpec, partition: str) -> set[str]:
+    """Entities whose silver row came from this partition: they may change when its snapshot does."""
+    return set(conn.execute(text(f'SELECT "{spec.entity_key}" FROM {spec.silver_table} '
+                                 "WHERE _partition_key = :p"), {"p": partition}).scalars().all())
 
 
-def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity, snapshot_id: str) -> Committed:
-    """Snapshot current again, then one transaction: silver of the touched entities rebuilt, checks, ledger."""
+def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity, record: dict[str, Any],
+                      heartbeat_s: float = HEARTBEAT_S) -> Committed:
+    """Under the partition lock, one transaction: silver of the touched entities rebuilt from every
+    partition's current snapshot (the target for this one), checks, the target made current, ledger.
+    Then the lake's marker follows. Touched: the target's entities and those whose silver row came from
+    this partition (the snapshot being replaced may be the damaged thing, so it is not read)."""
     day = who.partition_key
-    before = read_partition(lake, spec.name, day)
-    manifest = make_current(lake, spec.name, day, snapshot_id)
-    restored = read_files(lake, lake.prefix(spec.name, day), manifest)
-    entities = touched_entities(spec, restored, before)
-    now = datetime.now(timezone.utc)
-    rows = silver_from_events(spec, lake_events(lake, spec, entities), now)
-    in_snapshot = restored[spec.entity_key].n_unique() if restored.height else 0
-    counts = RunCounts(declared_records=restored.height, total=restored.height, valid=restored.height,
-                       bronze_existing=restored.height, distinct_entities=in_snapshot, silver_updated=in_snapshot)
-    attempt = ledger.start_run(engine, who)
-    try:
-        with engine.begin() as conn:
-            lock_partition(conn, who)
-            replace_silver(conn, spec, sorted(entities), rows)
-            _, window_end = partition_window(day)
-            observed = checks.observe(conn, spec, who, counts, restored, window_end, {}, 0)
-            outcomes = checks.evaluate(spec.checks, observed)
-            checks.record_results(conn, who, outcomes, now)
-            held = bool(checks.blocking(outcomes))
-            ledger.finish_run(conn, who, "held" if held else "succeeded", counts.model_dump(), restored.height,
-                              detail=f"restored snapshot {snapshot_id}; {len(entities)} entities rebuilt from the lake")
-    except BaseException as exc:
-        ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
-        raise
+    holder = lambda: ledger.describe_holder(engine, who.dataset, who.partition)  # noqa: E731
+    with partition_lock(engine, who.dataset, who.partition, holder):
+        attempt = ledger.start_run(engine, who)
+        try:
+            with ledger.heartbeat(engine, who.run_id, heartbeat_s), engine.begin() as conn:
+                restored = read_files(lake, spec.name, day, record)
+                entities = silver_from_partition(conn, spec, who.partition)
+                if restored.height:
+                    entities |= set(restored[spec.entity_key].to_list())
+                others = other_current_records(conn, lake, spec.name, day)
+                now = datetime.now(timezone.utc)
+                rows = silver_from_events(spec, lake_events(lake, spec, entities, {**others, day: record}), now)
+                in_snapshot = restored[spec.entity_key].n_unique() if restored.height else 0
+                counts = RunCounts(declared_records=restored.height, total=restored.height, valid=restored.height,
+                                   bronze_existing=restored.height, distinct_entities=in_snapshot,
+                                   silver_updated=in_snapshot)
+                replace_silver(conn, spec, sorted(entities), rows)
+                _, window_end = partition_window(day)
+                observed = checks.observe(conn, spec, who, counts, restored, window_end, {}, 0)
+                outcomes = checks.evaluate(spec.checks, observed)
+                checks.record_results(conn, who, outcomes, now)
+                held = bool(checks.blocking(outcomes))
+                ledger.set_current_snapshot(conn, spec.name, who.partition, record["snapshot_id"])
+                ledger.finish_run(conn, who, "held" if held else "succeeded", counts.model_dump(), restored.height,
+                                  detail=f"restored snapshot {record['snapshot_id']}; {len(entities)} entities "
+                                  "rebuilt from the lake")
+        except BaseException as exc:
+            ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
+            raise
+        note = settle_lake(engine, lake, spec.name, day)
     return Committed(WriteResult(silver_updated=in_snapshot), restored.head(0), who, attempt, counts, outcomes,
-                     manifest)
+                     record, lake_note=note)
+
+
+def other_current_records(conn: Connection, lake: Lake, dataset: str, day: date) -> dict[date, dict[str, Any]]:
+    """Every other partition's current snapshot record, as the ledger committed it; a damaged one fails
+    the restore (restore that partition first)."""
+    shas = {r.snapshot_id: r.record_sha256 for r in ledger.snapshot_records(conn, dataset, retained_only=False)}
+    return {date.fromisoformat(p): read_record(lake, dataset, date.fromisoformat(p), i, shas.get(i))
+            for p, i in sorted(ledger.current_snapshots(conn, dataset).items()) if p != day.isoformat()}
 
 
 @task(name="restore-partition", cache_policy=NO_CACHE)
 def restore_partition_task(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity,
-                           snapshot_id: str) -> Committed:
-    return restore_partition(engine, lake, spec, who, snapshot_id)
+                           record: dict[str, Any]) -> Committed:
+    return restore_partition(engine, lake, spec, who, record)

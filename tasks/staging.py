@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import polars as pl
+import psycopg
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from tasks.database import is_postgres
 
@@ -54,10 +56,14 @@ def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
     postgres = is_postgres(conn.engine)
     rows = _sql_text_frame(frame, postgres)
     if postgres:
+        statement = f"COPY {name} ({columns}) FROM STDIN"
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
-            for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-                copy.write(copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
+        try:
+            with cursor.copy(statement) as copy:
+                for offset in range(0, rows.height, COPY_CHUNK_ROWS):
+                    copy.write(copy_text(rows.slice(offset, COPY_CHUNK_ROWS)))
+        except psycopg.Error as exc:  # the driver's own cursor: give callers SQLAlchemy's exception classes
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
     else:
         marks = ", ".join("?" for _ in frame.columns)
         for offset in range(0, rows.height, COPY_CHUNK_ROWS):

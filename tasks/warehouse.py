@@ -1,13 +1,13 @@
 """Write one partition to the warehouse in one transaction: bronze, silver, quarantine (DESIGN section 7).
 
-The batch's keys are staged and compared with bronze under the partition lock (tasks/dedup.py decides
-which delivery of each event wins); winning rows are written once; silver goes through tasks/silver.py.
+The batch's keys are staged and compared with bronze under the partition lock (tasks/locks.py, held by
+the caller for the whole attempt); tasks/dedup.py decides which delivery of each event wins; winning
+rows are written once; silver goes through tasks/silver.py.
 Both databases run the same SQL; only how frames reach a table differs (tasks/staging.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ from typing import Callable
 
 import polars as pl
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
@@ -23,15 +23,13 @@ from schemas.tables import BRONZE
 from schemas.tables import quarantine as quarantine_table
 from tasks.database import is_postgres
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
-from tasks.errors import PartitionLockedError, TransientError
-from tasks.ledger import RunIdentity, running_holder, succeeded_with
+from tasks.errors import TransientError
+from tasks.ledger import RunIdentity, succeeded_with
 from tasks.silver import rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window
 
 log = logging.getLogger(__name__)
-
-LOCK_TIMEOUT_S = 600
 
 
 @dataclass
@@ -53,34 +51,6 @@ class WriteResult:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-# --- locking -----------------------------------------------------------------------------------
-
-def _lock_key(dataset: str, partition: str) -> int:
-    digest = hashlib.blake2b(f"{dataset}|{partition}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def lock_partition(conn: Connection, who: RunIdentity) -> str | None:
-    """Hold the partition for this transaction; wait for another holder, naming it. SQLite's
-    BEGIN IMMEDIATE already serialized writers, so there the holder is only named when we waited."""
-    if not is_postgres(conn.engine):
-        return None
-    key = _lock_key(who.dataset, who.partition)
-    if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one():
-        return None
-    found = running_holder(conn, who)
-    holder = found[1] if found else "another session"
-    log.warning("partition %s/%s is held by %s; waiting", who.dataset, who.partition, holder)
-    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
-    try:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-    except OperationalError as exc:
-        raise PartitionLockedError(
-            f"partition {who.dataset}/{who.partition} is held by {holder}; gave up after {LOCK_TIMEOUT_S}s"
-        ) from exc
-    return holder
 
 
 # --- bronze --------------------------------------------------------------------------------------
@@ -177,10 +147,17 @@ def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: 
 
 # --- quarantine ----------------------------------------------------------------------------------
 
+QUARANTINE_KEY_CHARS = 200  # quarantine.event_id is indexed: a rejected record's key may be any length
+
+
 def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, who: RunIdentity, now: datetime) -> int:
     if rows.height == 0:
         return 0
     frame = rows.with_columns(
+        # what the record claimed as its key, storable and indexable; the raw payload keeps it whole
+        pl.col("event_id").str.replace_all("\x00", "\\u0000", literal=True).str.slice(0, QUARANTINE_KEY_CHARS),
+        pl.col("detail").str.replace_all("\x00", "\\u0000", literal=True),
+    ).with_columns(
         pl.lit(spec.name).alias("dataset"),
         pl.lit(who.partition).alias("partition_key"),
         pl.lit(who.batch_id).alias("batch_id"),
@@ -212,7 +189,7 @@ def write_partition(
     lost to an event's earliest delivery) and the accepted events (one per event key: what the
     partition delivered, for the lake). The caller commits, or rolls back for a dry run.
     """
-    result = WriteResult(waited_for=lock_partition(conn, who))
+    result = WriteResult()
     if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
         result.skipped = True  # the run we waited for already produced exactly this
         return result, batch.quarantine.head(0), batch.events.head(0)

@@ -14,6 +14,7 @@ from schemas.tables import BRONZE, SILVER, quarantine
 from tasks.commit import Committed, commit_partition
 from tasks.database import get_engine
 from tasks.ingest import read_manifests
+from tasks.lake import Lake
 from tasks.ledger import RunIdentity
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint
 from tasks.validate import validate_batch
@@ -30,9 +31,10 @@ def identity(day: date, manifests: list, action: str = "run", partial: bool = Fa
 
 
 def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
-           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> Committed:
+           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None,
+           lake: Lake | None = None) -> Committed:
     """Manifests -> read -> validate -> one transaction (write and checks); what the attempt did.
-    With `manifest_id`, only that delivery (a replay)."""
+    With `manifest_id`, only that delivery (a replay); with `lake`, the snapshot too."""
     spec = get_dataset("tickets")
     manifests = partition_manifests(manifest_dir, "tickets", day)
     if manifest_id is not None:
@@ -40,7 +42,7 @@ def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run
     batch = validate_batch(spec, read_manifests(spec, manifests, manifest_dir), day)
     who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None)
     return commit_partition(get_engine(url), spec, batch, who, dry_run=dry_run, force=force,
-                            before_silver=before_silver)
+                            before_silver=before_silver, lake=lake)
 
 
 def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
@@ -105,3 +107,40 @@ def fail_the_write(monkeypatch: Any, fault: Callable[[], Exception], times: int 
     monkeypatch.setattr(commit_module, "write_partition", faulty)
     monkeypatch.setattr(partition_module, "commit_partition_task",
                         commit_module.commit_partition_task.with_options(retry_delay_seconds=0))
+
+
+def restore(url: str, lake: Lake, day: date, snapshot_id: str) -> Committed:
+    """Restore a partition to a snapshot through the plain functions restore_flow's task wraps."""
+    from tasks.restore import restore_identity, restore_partition, restore_target
+
+    engine = get_engine(url)
+    record = restore_target(engine, lake, "tickets", day, snapshot_id)
+    who = restore_identity(engine, "tickets", day, record, "untrusted_state", "test", None)
+    return restore_partition(engine, lake, get_dataset("tickets"), who, record)
+
+
+QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+
+
+def cli(monkeypatch: Any, capsys: Any, workspace: Path, *args: str,
+        env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`datafactory ARGS` in this process (the same `main` the console script calls), on the workspace:
+    (exit code, stdout, stderr). For what fails before any flow runs; tests/test_cli.py runs the
+    command as a subprocess where the process itself matters."""
+    from flows.cli import main
+
+    for name, value in QUIET.items():  # main sets these when unset; keep them test-local
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(workspace / "manifests"))
+    monkeypatch.setenv("FACTORY_DATABASE_URL", f"sqlite:///{workspace / 'warehouse.db'}")
+    monkeypatch.setenv("FACTORY_REPORT_DIR", str(workspace / "reports"))
+    monkeypatch.setenv("FACTORY_LAKE_URL", str(workspace / "lake"))
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

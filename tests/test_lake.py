@@ -1,42 +1,25 @@
-"""The lake's commit protocol on a local folder and on a real S3 endpoint (moto on loopback, via prefect-aws)."""
+"""The lake's two-store commit, on a local folder and on a real S3 endpoint (moto on loopback, via
+prefect-aws): the warehouse commit is the decision, the marker follows, leftovers are cleaned."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
+from pathlib import Path
 
-import polars as pl
 import pytest
 
 from schemas.datasets import get_dataset
-from tasks import lake as lake_module
-from tasks.lake import (
-    Lake,
-    commit_snapshot,
-    compact_month,
-    current_manifest,
-    list_snapshots,
-    make_current,
-    read_partition,
-)
+from tasks import lake_state
+from tasks.compact import compact_month
+from tasks.database import get_engine, reading
+from tasks.lake import Lake, read_files, read_marker, read_record
+from tasks.lake_state import current_record, snapshot_listing
 from tasks.storage import open_storage
+from tests.conftest import sqlite_only
+from tests.helpers import commit
 
 SPEC = get_dataset("tickets")
-DAY = date(2026, 4, 17)
-
-
-def events(first: int, count: int) -> pl.DataFrame:
-    """`count` lake rows with event ids first, first+1, ..."""
-    stamp = datetime(2026, 4, 17, 9, tzinfo=timezone.utc)
-    n = range(first, first + count)
-    return pl.DataFrame({
-        "event_id": [f"E-{i:04d}" for i in n], "ticket_id": [f"TCK-{i:06d}" for i in n],
-        "event_type": ["created"] * count, "created_at": [stamp] * count, "updated_at": [stamp] * count,
-        "status": ["new"] * count, "priority": ["normal"] * count, "channel": ["web"] * count,
-        "customer_id": ["C-1"] * count, "subject": ["s"] * count, "body": [""] * count,
-        "product_line": [None] * count, "tags": [["a"]] * count,
-        "_content_hash": [f"h{i}" for i in n], "_delivery_key": [f"dk{i:04d}" for i in n],
-        "_manifest_id": ["m"] * count, "_source_uri": ["u"] * count, "_line_number": list(n),
-    }, schema_overrides={"product_line": pl.String, "_line_number": pl.Int64})
+D14, D17 = date(2026, 4, 14), date(2026, 4, 17)
 
 
 @pytest.fixture
@@ -44,59 +27,108 @@ def lake(lake_url: str) -> Lake:
     return Lake(open_storage(lake_url), retention=3)
 
 
-def test_a_committed_snapshot_reads_back_row_for_row(lake: Lake) -> None:
-    written = events(1, 5)
-    manifest = commit_snapshot(lake, SPEC, DAY, written, "run-1")
-    assert read_partition(lake, "tickets", DAY).equals(written)
-    assert (manifest["rows"], sum(f["rows"] for f in manifest["files"])) == (5, 5)
+def _current(url: str, lake: Lake, day: date = D14) -> dict:
+    with reading(get_engine(url)) as conn:
+        record = current_record(conn, lake, "tickets", day)
+    assert record is not None
+    return record
 
 
-def test_a_failure_after_publish_leaves_readers_on_the_old_snapshot(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
-    commit_snapshot(lake, SPEC, DAY, events(1, 5), "run-1")
-
-    def crash(*args: object) -> None:
-        raise OSError("power cut before the manifest (injected)")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(lake_module, "_write_marker", crash)
-        with pytest.raises(OSError):
-            commit_snapshot(lake, SPEC, DAY, events(100, 2), "run-2")
-    assert read_partition(lake, "tickets", DAY).equals(events(1, 5))
+def _objects(lake: Lake, day: date = D14) -> list[str]:
+    prefix = lake.prefix("tickets", day)
+    return [k[len(prefix) + 1:] for k in lake.storage.list(prefix, partial=True)]
 
 
-def test_the_next_commit_deletes_what_a_failed_one_left(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
-    with monkeypatch.context() as patch:
-        patch.setattr(lake_module, "_write_marker", lambda *args: (_ for _ in ()).throw(OSError("injected")))
-        with pytest.raises(OSError):
-            commit_snapshot(lake, SPEC, DAY, events(100, 2), "run-1")
-    manifest = commit_snapshot(lake, SPEC, DAY, events(1, 3), "run-2")
-    data = [k for k in lake.storage.list(lake.prefix("tickets", DAY)) if "/data/" in k or "/_tmp/" in k]
-    assert data == [f"{lake.prefix('tickets', DAY)}/{f['path']}" for f in manifest["files"]]
+@sqlite_only
+def test_a_committed_snapshot_is_current_in_the_ledger_and_the_marker(warehouse_url: str, sample_dir: Path,
+                                                                      lake: Lake) -> None:
+    done = commit(warehouse_url, sample_dir, D14, lake=lake)
+    record = _current(warehouse_url, lake)
+    assert record["snapshot_id"] == done.snapshot["snapshot_id"]
+    assert read_marker(lake, "tickets", D14) == record
+    assert read_files(lake, "tickets", D14, record).height == 8
 
 
-def test_a_rerun_replaces_the_rows_and_never_mixes_files(lake: Lake) -> None:
-    commit_snapshot(lake, SPEC, DAY, events(1, 5), "run-1")
-    second = commit_snapshot(lake, SPEC, DAY, events(3, 2), "run-2")
-    assert read_partition(lake, "tickets", DAY).equals(events(3, 2))
-    assert current_manifest(lake, "tickets", DAY)["files"] == second["files"]
+@sqlite_only
+def test_a_crash_before_the_warehouse_commits_leaves_the_old_snapshot_current(
+        warehouse_url: str, sample_dir: Path, lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged files and a record exist, but no ledger row names them: readers and the marker stay put."""
+    first = commit(warehouse_url, sample_dir, D14, lake=lake)
+    from tasks import ledger
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("power cut before the commit (injected)")
+
+    monkeypatch.setattr(ledger, "finish_run", crash)
+    with pytest.raises(OSError):
+        commit(warehouse_url, sample_dir, D14, force=True, lake=lake)
+    monkeypatch.undo()
+    assert _current(warehouse_url, lake)["snapshot_id"] == first.snapshot["snapshot_id"]
+    assert read_marker(lake, "tickets", D14)["snapshot_id"] == first.snapshot["snapshot_id"]
+    assert len([k for k in _objects(lake) if k.startswith("_snapshots/")]) == 2  # the staged one is left...
 
 
-def test_retention_keeps_the_newest_snapshots(lake: Lake) -> None:
-    ids = [commit_snapshot(lake, SPEC, DAY, events(i, 1), f"run-{i}")["snapshot_id"] for i in range(5)]
-    assert [m["snapshot_id"] for m in list_snapshots(lake, "tickets", DAY)] == ids[-3:]
+@sqlite_only
+def test_the_next_commit_deletes_what_a_failed_one_left(warehouse_url: str, sample_dir: Path, lake: Lake,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import ledger
+
+    commit(warehouse_url, sample_dir, D14, lake=lake)
+    monkeypatch.setattr(ledger, "finish_run", lambda *a, **k: (_ for _ in ()).throw(OSError("injected")))
+    with pytest.raises(OSError):
+        commit(warehouse_url, sample_dir, D14, force=True, lake=lake)
+    monkeypatch.undo()
+    lake.storage.write(f"{lake.prefix('tickets', D14)}/_tmp/x/part-00000.parquet", b"half")  # a killed writer's
+    done = commit(warehouse_url, sample_dir, D14, force=True, lake=lake)
+    listed = {r["snapshot_id"] for r in snapshot_listing(get_engine(warehouse_url), lake, "tickets", D14)}
+    expected = {"manifest.json", "_SUCCESS"} | {f"_snapshots/{i}.json" for i in listed} | {
+        f["path"] for i in listed for f in read_record(lake, "tickets", D14, i)["files"]}
+    assert set(_objects(lake)) == expected and done.snapshot["snapshot_id"] in listed and len(listed) == 2
 
 
-def test_an_older_snapshot_can_be_made_current_again(lake: Lake) -> None:
-    first = commit_snapshot(lake, SPEC, DAY, events(1, 4), "run-1")
-    commit_snapshot(lake, SPEC, DAY, events(50, 1), "run-2")
-    make_current(lake, "tickets", DAY, first["snapshot_id"])
-    assert read_partition(lake, "tickets", DAY).equals(events(1, 4))
+@sqlite_only
+def test_a_marker_left_behind_by_a_crash_is_moved_by_the_next_run(warehouse_url: str, sample_dir: Path,
+                                                                   lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the warehouse committed, before the marker moved: the ledger is right, the next
+    run (a skip) moves the marker."""
+    first = commit(warehouse_url, sample_dir, D14, lake=lake)
+    monkeypatch.setattr(lake_state, "publish_marker", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        commit(warehouse_url, sample_dir, D14, force=True, lake=lake)
+    monkeypatch.undo()
+    current = _current(warehouse_url, lake)["snapshot_id"]
+    assert current != first.snapshot["snapshot_id"]
+    assert read_marker(lake, "tickets", D14)["snapshot_id"] == first.snapshot["snapshot_id"]
+    again = commit(warehouse_url, sample_dir, D14, lake=lake)
+    assert again.result.skipped and read_marker(lake, "tickets", D14)["snapshot_id"] == current
 
 
-def test_compaction_rewrites_many_files_into_one_with_the_same_rows(lake_url: str) -> None:
+def test_a_rerun_replaces_the_snapshot_and_never_mixes_files(warehouse_url: str, sample_dir: Path, lake: Lake) -> None:
+    first = commit(warehouse_url, sample_dir, D17, lake=lake)
+    second = commit(warehouse_url, sample_dir, D17, force=True, lake=lake)
+    record = _current(warehouse_url, lake, D17)
+    assert record["snapshot_id"] == second.snapshot["snapshot_id"] != first.snapshot["snapshot_id"]
+    assert all(f["path"].startswith(f"data/{record['snapshot_id']}/") for f in record["files"])
+    assert read_files(lake, "tickets", D17, record).height == second.counts.output_count
+
+
+@sqlite_only
+def test_retention_keeps_the_newest_snapshots_and_the_ledger_knows(warehouse_url: str, sample_dir: Path,
+                                                                    lake: Lake) -> None:
+    ids = [commit(warehouse_url, sample_dir, D14, force=True, lake=lake).snapshot["snapshot_id"] for _ in range(5)]
+    listing = snapshot_listing(get_engine(warehouse_url), lake, "tickets", D14)
+    assert [m["snapshot_id"] for m in listing] == ids[-3:]
+    assert [m["current"] for m in listing] == [False, False, True]
+    assert not [k for k in _objects(lake) if any(i in k for i in ids[:2])]
+
+
+def test_compaction_rewrites_many_files_into_one_with_the_same_rows(warehouse_url: str, sample_dir: Path,
+                                                                     lake_url: str) -> None:
     small = Lake(open_storage(lake_url), rows_per_file=3)
-    before = commit_snapshot(small, SPEC, DAY, events(1, 10), "run-1")
-    [report] = compact_month(Lake(open_storage(lake_url)), SPEC, "2026-04")
-    after = current_manifest(small, "tickets", DAY)
-    assert (len(before["files"]), report["files_after"], len(after["files"])) == (4, 1, 1)
-    assert read_partition(small, "tickets", DAY).equals(events(1, 10))
+    before = commit(warehouse_url, sample_dir, D14, lake=small).snapshot
+    [report] = compact_month(get_engine(warehouse_url), Lake(open_storage(lake_url)), SPEC, "2026-04")
+    after = _current(warehouse_url, small)
+    assert (len(before["files"]), report["files_after"], len(after["files"])) == (3, 1, 1)
+    assert read_marker(small, "tickets", D14)["snapshot_id"] == after["snapshot_id"]
+    assert read_files(small, "tickets", D14, after).sort("event_id").equals(
+        read_files(small, "tickets", D14, before).sort("event_id"))

@@ -15,13 +15,25 @@ from schemas.settings import load_settings
 from schemas.tables import decision_log
 from tasks.database import get_engine
 from tasks.generate import write_manifest
-from tasks.lake import current_manifest, open_lake, read_partition
+from tasks.database import reading
+from tasks.lake import Lake, open_lake, read_files
+from tasks.lake_state import current_record
 from tests.conftest import sqlite_only
 from tests.helpers import DAYS, commit, data_tables
 from tests.test_oracle import assert_matches_oracle
 
 pytestmark = pytest.mark.flow
 D17 = date(2026, 4, 17)
+
+
+def current_manifest(lake: Lake, dataset: str, day: date) -> dict:
+    """The partition's current snapshot record, as the ledger committed it."""
+    with reading(get_engine(load_settings().database_url)) as conn:
+        return current_record(conn, lake, dataset, day)
+
+
+def read_partition(lake: Lake, dataset: str, day: date):  # type: ignore[no-untyped-def]
+    return read_files(lake, dataset, day, current_manifest(lake, dataset, day))
 
 
 def ingest_samples() -> list:
