@@ -19,11 +19,59 @@ class UsageError(Exception):
     pass
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from tasks.errors import printable
+
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _operator(text: str) -> str:
+    from tasks.ledger import ArgumentError, check_operator
+
+    try:
+        return check_operator(text)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("operator: ")) from None
+
+
+def _bounded(low: float, high: float, kind: type = int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def _manifest_id(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", text):
+        from tasks.errors import printable
+        raise argparse.ArgumentTypeError(f"{printable(text)!r} is not a manifest id")
+    return text
+
+
+def _snapshot_id(text: str) -> str:
+    from tasks.errors import printable
+    from tasks.lake import is_snapshot_id
+
+    if not is_snapshot_id(text):
+        raise argparse.ArgumentTypeError(f"{printable(text)!r} is not a snapshot id (see `datafactory lake snapshots`)")
+    return text
 
 
 def _dataset(name: str) -> str:
@@ -258,12 +306,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from flows.replay import replay_flow
     from schemas.settings import load_settings
-    from tasks.manifests import find_manifest, verify_asset
+    from tasks.manifests import find_manifest, verify_manifests
 
     settings = load_settings()
     manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id)
-    for index in range(len(manifest.assets)):  # a changed file fails here, cleanly, before any flow runs
-        verify_asset(manifest, index, Path(settings.manifest_dir), args.accept_changed)
+    # a changed file fails here, cleanly, before any flow runs
+    verify_manifests([manifest], Path(settings.manifest_dir), args.accept_changed)
     from flows.partition import summary_of
 
     summary = summary_of(replay_flow(manifest_id=args.manifest_id, reason_code=args.reason,
@@ -369,13 +417,13 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from flows.partition import summary_of
     from flows.restore import restore_flow
-    from tasks.lake import LakeError, snapshot_manifest
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+    from tasks.restore import restore_target
 
     _preflight_lake()
-    try:  # a wrong snapshot id fails here, cleanly, before any flow runs
-        snapshot_manifest(_lake(), args.dataset, args.partition, args.snapshot)
-    except LakeError as exc:
-        raise UsageError(str(exc)) from None
+    # a snapshot restore may not return to fails here, in one line, before any flow runs
+    restore_target(get_engine(load_settings().database_url), _lake(), args.dataset, args.partition, args.snapshot)
     summary = summary_of(restore_flow(dataset=args.dataset, partition_key=args.partition, snapshot_id=args.snapshot,
                                       reason_code=args.reason, operator=args.operator, return_state=True))
     if args.json:
@@ -394,27 +442,32 @@ def _lake() -> Any:
 
 
 def cmd_lake_snapshots(args: argparse.Namespace) -> int:
-    from tasks.lake import list_snapshots
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+    from tasks.lake_state import snapshot_listing
 
     lake = _lake()
-    snapshots = list_snapshots(lake, args.dataset, args.partition)
+    snapshots = snapshot_listing(get_engine(load_settings().database_url), lake, args.dataset, args.partition)
     if args.json:
         _print_json(snapshots)
         return EXIT_OK
     if not snapshots:
-        print(f"{lake.storage.url}/{lake.prefix(args.dataset, args.partition)}: no committed snapshot")
+        print(f"{lake.where(args.dataset, args.partition)}: no committed snapshot")
         return EXIT_FAILED
-    print(_table(["snapshot_id", "current", "rows", "files", "committed_at", "run_id"],
-                 [[m["snapshot_id"], "*" if m["current"] else "", m["rows"], len(m["files"]), m["committed_at"],
-                   m["run_id"]] for m in snapshots]))
+    print(_table(["snapshot_id", "current", "marker", "rows", "files", "committed_at", "run_id", "problem"],
+                 [[m["snapshot_id"], "*" if m["current"] else "", "*" if m["marker"] else "", m["rows"], m["files"],
+                   m["committed_at"], m["run_id"], m["problem"] or ""] for m in snapshots]))
     return EXIT_OK
 
 
 def cmd_lake_compact(args: argparse.Namespace) -> int:
     from schemas.datasets import get_dataset
-    from tasks.lake import compact_month
+    from schemas.settings import load_settings
+    from tasks.compact import compact_month
+    from tasks.database import get_engine
 
-    reports = compact_month(_lake(), get_dataset(args.dataset), args.month)
+    _preflight_lake()
+    reports = compact_month(get_engine(load_settings().database_url), _lake(), get_dataset(args.dataset), args.month)
     if args.json:
         _print_json(reports)
     elif not reports:
@@ -447,14 +500,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_manifests_validate(args: argparse.Namespace) -> int:
-    from tasks.manifests import discover_manifests, parse_manifest, verify_asset
+    from tasks.manifests import discover_manifests, parse_manifest, verify_manifests
 
     path = Path(args.path)
     manifests = discover_manifests(path) if path.is_dir() else [parse_manifest(path)]
     root = path if path.is_dir() else path.parent
-    for manifest in manifests:
-        for index in range(len(manifest.assets)):
-            verify_asset(manifest, index, root)
+    verify_manifests(manifests, root)
     if args.json:
         _print_json([{"manifest_id": m.manifest_id, "path": str(m.path), "partition_key": m.partition_key.isoformat(),
                       "assets": len(m.assets), "valid": True} for m in manifests])
@@ -487,12 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs")
 
-    parser = argparse.ArgumentParser(prog="datafactory", description=__doc__, parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="datafactory", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     demo = sub.add_parser("demo", parents=[common], help="ingest the shipped sample partitions")
     demo.add_argument("--dataset", type=_dataset, default="tickets")
-    demo.add_argument("--operator", default="demo")
+    demo.add_argument("--operator", type=_operator, default="demo")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", parents=[common], help="materialize one partition")
@@ -502,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--action", choices=[a.value for a in Action if a is not Action.RETRY], default="run")
     run.add_argument("--force", action="store_true", help="run even if already succeeded from the same inputs")
     run.add_argument("--reason", choices=[r.value for r in ActionReason], default="operator_request")
-    run.add_argument("--operator", default="cli")
+    run.add_argument("--operator", type=_operator, default="cli")
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", parents=[common], help="plan a window; execute only its gaps")
@@ -511,19 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=_date, required=True)
     backfill.add_argument("--mode", choices=["dry-run", "execute"], required=True)
     backfill.add_argument("--all", action="store_true", help="also rerun partitions that are up to date")
-    backfill.add_argument("--concurrency", type=int, default=2, help="partition runs at once (default 2)")
+    backfill.add_argument("--concurrency", type=_bounded(1, 64), default=2, help="partition runs at once (default 2)")
     backfill.add_argument("--reason", choices=[r.value for r in ActionReason], default=None)
-    backfill.add_argument("--operator", default="cli")
+    backfill.add_argument("--operator", type=_operator, default="cli")
     backfill.add_argument("--deployment", default=None,
                           help="fan out: run partitions as flow runs of this deployment on its work pool")
     backfill.set_defaults(func=cmd_backfill)
 
     replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")
-    replay.add_argument("--manifest-id", required=True)
+    replay.add_argument("--manifest-id", type=_manifest_id, required=True)
     replay.add_argument("--accept-changed", action="store_true",
                         help="take changed source files as they are now instead of refusing")
     replay.add_argument("--reason", choices=[r.value for r in ActionReason], default="operator_request")
-    replay.add_argument("--operator", default="cli")
+    replay.add_argument("--operator", type=_operator, default="cli")
     replay.set_defaults(func=cmd_replay)
 
     status = sub.add_parser("status", parents=[common], help="per-partition state")
@@ -545,13 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", parents=[common], help="make a lake snapshot current; rebuild silver from the lake")
     restore.add_argument("--dataset", type=_dataset, default="tickets")
     restore.add_argument("--partition", type=_date, required=True)
-    restore.add_argument("--snapshot", required=True, help="a snapshot id from `datafactory lake snapshots`")
+    restore.add_argument("--snapshot", type=_snapshot_id, required=True,
+                         help="a snapshot id from `datafactory lake snapshots`")
     restore.add_argument("--reason", choices=[r.value for r in ActionReason], default="untrusted_state")
-    restore.add_argument("--operator", default="cli")
+    restore.add_argument("--operator", type=_operator, default="cli")
     restore.set_defaults(func=cmd_restore)
 
     lake = sub.add_parser("lake", parents=[common], help="the Parquet lake: snapshots and compaction")
-    lsub = lake.add_subparsers(dest="lake_command", required=True)
+    lsub = lake.add_subparsers(dest="lake_command", required=True, parser_class=OneLineParser)
     snapshots = lsub.add_parser("snapshots", parents=[common], help="a partition's retained snapshots")
     snapshots.add_argument("--dataset", type=_dataset, default="tickets")
     snapshots.add_argument("--partition", type=_date, required=True)
@@ -562,22 +614,26 @@ def build_parser() -> argparse.ArgumentParser:
     compact.set_defaults(func=cmd_lake_compact)
 
     health = sub.add_parser("health", parents=[common], help="what needs an operator's attention; exit 1 if anything")
-    health.add_argument("--days", type=int, default=7, help="partitions looked at, up to the newest known (default 7)")
-    health.add_argument("--stale-minutes", type=int, default=30, help="heartbeat age of a stale RUNNING run")
-    health.add_argument("--max-attempts", type=int, default=3, help="attempts on one batch before it is a retry storm")
-    health.add_argument("--quarantine-spike", type=float, default=0.25, help="quarantined share that is a spike")
+    health.add_argument("--days", type=_bounded(1, 3660), default=7,
+                        help="partitions looked at, up to the newest known (default 7)")
+    health.add_argument("--stale-minutes", type=_bounded(1, 10_080), default=30, help="heartbeat age of a stale RUNNING run")
+    health.add_argument("--max-attempts", type=_bounded(1, 1000), default=3,
+                        help="attempts on one batch before it is a retry storm")
+    health.add_argument("--quarantine-spike", type=_bounded(0.0, 1.0, float), default=0.25,
+                        help="quarantined share that is a spike")
     health.set_defaults(func=cmd_health)
 
     manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
-    msub = manifests.add_subparsers(dest="manifests_command", required=True)
+    msub = manifests.add_subparsers(dest="manifests_command", required=True, parser_class=OneLineParser)
     validate = msub.add_parser("validate", parents=[common], help="validate a manifest file or directory")
     validate.add_argument("path")
     validate.set_defaults(func=cmd_manifests_validate)
 
     generate = sub.add_parser("generate", parents=[common], help="write synthetic partitions (benchmarks)")
-    generate.add_argument("--days", type=int, default=1)
-    generate.add_argument("--events-per-day", type=int, default=1000)
-    generate.add_argument("--tickets", type=int, default=None, help="distinct tickets (default: events/4)")
+    generate.add_argument("--days", type=_bounded(1, 10_000), default=1)
+    generate.add_argument("--events-per-day", type=_bounded(1, 100_000_000), default=1000)
+    generate.add_argument("--tickets", type=_bounded(1, 100_000_000), default=None,
+                          help="distinct tickets (default: events/4)")
     generate.add_argument("--start", type=_date, default=date(2026, 4, 17))
     generate.add_argument("--out", type=Path, default=Path(".factory/synthetic"))
     generate.set_defaults(func=cmd_generate)
@@ -587,22 +643,44 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
-    apply_quiet_defaults(None if verbose else {"PREFECT_LOGGING_LEVEL": "WARNING"})
+    # Prefect's own run logs (a failed task's traceback among them) only with -v: the command reports
+    # every outcome itself, in one line when something failed
+    apply_quiet_defaults(None if verbose else {"PREFECT_LOGGING_LEVEL": "CRITICAL"})
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors exit 2 through argparse
 
     from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks.errors import FactoryError
+    from tasks.errors import FactoryError, printable
+
+    def say(message: object, code: int) -> int:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        lines = str(message).splitlines() or [type(message).__name__]
+        print(f"datafactory: {printable(lines[0])}", file=sys.stderr)
+        return code
 
     try:
         return args.func(args)
     except FactoryError as exc:
-        print(f"datafactory: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return say(exc, exc.exit_code)
     except (UsageError, ValidationError) as exc:
-        print(f"datafactory: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return say(exc, EXIT_BAD_INPUT)
+    except SQLAlchemyError as exc:  # the warehouse is down, unreachable, or refused a statement
+        from sqlalchemy.engine import make_url
+
+        from schemas.settings import load_settings
+
+        where = make_url(load_settings().database_url).render_as_string(hide_password=True)
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return say(f"{where}: FACTORY_DATABASE_URL: the warehouse failed: {first}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return say("interrupted; the partition's attempt was recorded as failed", 130)
+    except Exception as exc:  # a bug: still one line for the user; -v shows the traceback
+        return say(f"internal error: {type(exc).__name__}: {exc} (run again with -v for the traceback)", EXIT_FAILED)
 
 
 if __name__ == "__main__":

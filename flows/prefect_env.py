@@ -6,8 +6,9 @@ import os
 import tomllib
 from pathlib import Path
 
-# Telemetry cannot reach its host from closed networks and prints an error when it tries.
-QUIET_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+# Telemetry cannot reach its host from closed networks and prints an error when it tries. The
+# ephemeral server's 20 s start-up limit is too tight for a busy two-core machine.
+QUIET_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
 
 
 def _active_profile_settings() -> dict[str, object]:

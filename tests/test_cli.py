@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 
 def datafactory(workspace: Path, *args: str, api_url: str | None = None,
-                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+                extra_env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess on the workspace: on its own ephemeral Prefect server, or on `api_url`'s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_"))}
     if api_url:
@@ -30,7 +30,7 @@ def datafactory(workspace: Path, *args: str, api_url: str | None = None,
     )
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=workspace, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 from tests.conftest import REPO
 from tests.pgcluster import free_port
 
-pytestmark = pytest.mark.server
+# one worker runs the whole module: its server, pool and worker are module fixtures
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("prefect-server")]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
@@ -56,6 +57,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
     env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api_url,
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
+               PREFECT_WORKER_QUERY_SECONDS="1",  # the worker picks a scheduled run up within a second
                FACTORY_MANIFEST_DIR=str(workspace / "data" / "manifests"),
                FACTORY_DATABASE_URL=f"sqlite:///{workspace / 'warehouse.db'}",
                FACTORY_REPORT_DIR=str(workspace / "reports"), FACTORY_LAKE_URL=str(workspace / "lake"))
