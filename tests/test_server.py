@@ -123,7 +123,7 @@ def test_the_ui_shows_the_evidence_artifact_on_the_flow_run(deployed: dict[str, 
     ui = str(deployed["api_url"]).removesuffix("/api")
     screenshot = Path(str(deployed["workspace"])) / "reports" / "ui-flow-run-artifacts.png"
     body = show_tab(chromium, f"{ui}/runs/flow-run/{cli_run['flow_run_id']}", "Artifacts",
-                    "tickets-2026-04-17-evidence", screenshot)
+                    "downstream unblock", screenshot)  # the description renders after the key: wait for it
     assert "tickets-2026-04-17-evidence" in body and "downstream unblock" in body
     assert screenshot.stat().st_size > 10_000
 
