@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from flows.prefect_env import apply_quiet_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_BACKFILL_DAYS = 36_600  # a century of daily partitions in one plan
 
 
 class UsageError(Exception):
@@ -29,10 +30,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _date(text: str) -> date:
+    from schemas.manifest import partition_out_of_range
+
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if (why := partition_out_of_range(day)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return day
 
 
 def _operator(text: str) -> str:
@@ -138,8 +144,22 @@ def _exit_for(summaries: list[Any]) -> int:
 
 # --- commands ------------------------------------------------------------------------------------
 
-def _preflight_lake(mode: str = "execute") -> None:
-    """A lake that cannot be written fails here, in one line, before any flow runs."""
+def _preflight(mode: str = "execute") -> None:
+    """A warehouse that cannot be opened, a report folder or lake that cannot be written: each fails
+    here, in one line, before any flow runs."""
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+    from tasks.errors import InputError
+
+    settings = load_settings()
+    get_engine(settings.database_url)
+    reports = Path(settings.report_dir)
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(reports, None, "FACTORY_REPORT_DIR", f"cannot create it: {exc.strerror or exc}") from None
+    if not os.access(reports, os.W_OK | os.X_OK):
+        raise InputError(reports, None, "FACTORY_REPORT_DIR", "is not writable (evidence goes there)")
     if mode == "execute":
         _lake().storage.check()
 
@@ -152,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     partition = args.partition or settings.default_partition
     partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here, cleanly
-    _preflight_lake(args.mode)
+    _preflight(args.mode)
     summary = run_partition(dataset=args.dataset, partition_key=partition, mode=args.mode,
                             action=args.action, reason_code=args.reason, force=args.force,
                             operator=args.operator)
@@ -178,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    if m.dataset == args.dataset})
     if not days:
         raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset}")
-    _preflight_lake()
+    _preflight()
     summaries = []
     for day in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)):
         if day not in days:
@@ -275,7 +295,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.end < args.start:
         raise UsageError(f"--end {args.end} is before --start {args.start}")
-    _preflight_lake(args.mode)
+    if (args.end - args.start).days >= MAX_BACKFILL_DAYS:
+        raise UsageError(f"--start {args.start} to --end {args.end} is more than {MAX_BACKFILL_DAYS} days; "
+                         "backfill it in windows")
+    _preflight(args.mode)
     since = datetime.now(timezone.utc)
     plan_dir = Path(settings.report_dir) / "backfill"
     summary = _progress_while(get_engine(settings.database_url), args.dataset, since, plan_dir, lambda: backfill_flow(
@@ -312,6 +335,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id)
     # a changed file fails here, cleanly, before any flow runs
     verify_manifests([manifest], Path(settings.manifest_dir), args.accept_changed)
+    _preflight("dry-run")  # a replay writes no snapshot: only the report folder must be writable
     from flows.partition import summary_of
 
     summary = summary_of(replay_flow(manifest_id=args.manifest_id, reason_code=args.reason,
@@ -421,7 +445,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from tasks.database import get_engine
     from tasks.restore import restore_target
 
-    _preflight_lake()
+    _preflight()
     # a snapshot restore may not return to fails here, in one line, before any flow runs
     restore_target(get_engine(load_settings().database_url), _lake(), args.dataset, args.partition, args.snapshot)
     summary = summary_of(restore_flow(dataset=args.dataset, partition_key=args.partition, snapshot_id=args.snapshot,
@@ -466,7 +490,7 @@ def cmd_lake_compact(args: argparse.Namespace) -> int:
     from tasks.compact import compact_month
     from tasks.database import get_engine
 
-    _preflight_lake()
+    _preflight()
     reports = compact_month(get_engine(load_settings().database_url), _lake(), get_dataset(args.dataset), args.month)
     if args.json:
         _print_json(reports)
@@ -667,7 +691,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except FactoryError as exc:
         return say(exc, exc.exit_code)
-    except (UsageError, ValidationError) as exc:
+    except ValidationError as exc:  # a FACTORY_* setting (or .env line) of the wrong shape
+        first = exc.errors()[0]
+        where = "FACTORY_" + "_".join(str(p) for p in first["loc"]).upper() if exc.title == "FactorySettings" \
+            else ".".join(str(p) for p in first["loc"]) or exc.title
+        return say(f"{where}: {first['msg']} (got {first.get('input')!r})", EXIT_BAD_INPUT)
+    except UsageError as exc:
         return say(exc, EXIT_BAD_INPUT)
     except SQLAlchemyError as exc:  # the warehouse is down, unreachable, or refused a statement
         from sqlalchemy.engine import make_url

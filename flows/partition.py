@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from schemas.datasets import get_dataset
+from schemas.manifest import partition_out_of_range
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import FactorySettings, load_settings
 from schemas.summary import Downstream, PartitionSummary
@@ -141,6 +142,8 @@ def partition_flow(
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
     partition_key = partition_key or scheduled_partition()
+    if (why := partition_out_of_range(partition_key)) is not None:
+        raise InputError("partition_key", None, "partition_key", why)
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)

@@ -13,6 +13,18 @@ from pydantic import BaseModel
 
 AssetFormat = Literal["jsonl", "csv", "parquet"]
 
+# Partition days the factory handles: a day's window (and any instant a run computes from it) must fit
+# every datetime type on the way (Python, Polars, both databases), with room to spare.
+PARTITION_RANGE = (date(1900, 1, 1), date(9998, 12, 31))
+
+
+def partition_out_of_range(day: date) -> str | None:
+    """Why `day` cannot be a partition, or None when it can."""
+    first, last = PARTITION_RANGE
+    if first <= day <= last:
+        return None
+    return f"{day.isoformat()} is outside the partitions the factory handles ({first} to {last})"
+
 
 class Asset(BaseModel, frozen=True):
     uri: str

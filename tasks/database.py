@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from schemas.tables import metadata
+from tasks.errors import InputError
 
 SQLITE_BUSY_TIMEOUT_S = 600
 SCHEMA_LOCK_KEY = 0x0DF5C4E3A  # advisory lock taken while creating the factory's tables
@@ -45,7 +46,11 @@ def get_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(parsed.database, None, "FACTORY_DATABASE_URL",
+                                 f"cannot create its folder: {exc.strerror or exc}") from None
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         _configure_sqlite(engine)
     else:

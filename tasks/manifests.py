@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timezone
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,7 +27,7 @@ from prefect.context import TaskRunContext
 from pydantic import ValidationError
 
 from schemas.datasets import DATASETS
-from schemas.manifest import Asset, SourceManifest, manifest_json_schema
+from schemas.manifest import Asset, SourceManifest, manifest_json_schema, partition_out_of_range
 from schemas.reason_codes import ActionReason
 from tasks.errors import InputError, StorageError, TransientError, printable
 from tasks.read import count_records
@@ -155,9 +155,15 @@ def _parse_manifest(path: Path) -> SourceManifest:
     if raw["dataset"] not in DATASETS:
         raise source.error(("dataset",), f"unknown dataset {raw['dataset']!r} (known: {', '.join(sorted(DATASETS))})")
     try:
-        date.fromisoformat(raw["partition_key"])
+        day = date.fromisoformat(raw["partition_key"])
     except ValueError:
         raise source.error(("partition_key",), f"{raw['partition_key']!r} is not a calendar date") from None
+    if (why := partition_out_of_range(day)) is not None:
+        raise source.error(("partition_key",), why)
+    uris = [asset["uri"] for asset in raw["assets"]]
+    for index, uri in enumerate(uris):
+        if uri in uris[:index]:
+            raise source.error(("assets", index, "uri"), f"{uri!r} is listed twice (also assets[{uris.index(uri)}])")
     for index, asset in enumerate(raw["assets"]):
         _check_uri(source, index, asset["uri"])
     try:
@@ -167,6 +173,12 @@ def _parse_manifest(path: Path) -> SourceManifest:
         raise source.error(tuple(first["loc"]), printable(first["msg"])) from None
     if manifest.produced_at.tzinfo is None:  # the schema's date-time format requires one; do not rely on it
         raise source.error(("produced_at",), f"{raw['produced_at']!r} has no UTC offset")
+    try:
+        produced = manifest.produced_at.astimezone(timezone.utc).date()
+    except OverflowError:
+        produced = date.max
+    if (why := partition_out_of_range(produced)) is not None:
+        raise source.error(("produced_at",), why.replace("partitions", "times"))
     return manifest
 
 

@@ -4,7 +4,7 @@ One parse rule for every format and path (tasks/strict_json.py): a record is a J
 a Parquet row) with no key twice, in valid UTF-8. JSONL is decoded by Polars in bulk, block by block;
 lines Polars would read differently from that rule (wrong JSON types it would coerce, repeated or
 escaped keys, surrogate escapes, control characters, deep nesting) are sent to the exact per-line
-path, and so is every line of a block Polars refuses. Raw payloads are kept as delivered; bytes that
+path, and so are the lines of a block Polars refuses that are not JSON at all. Raw payloads are kept as delivered; bytes that
 are not text a database can hold (invalid UTF-8, NUL) are kept base64-encoded, and the detail says so.
 """
 
@@ -241,26 +241,47 @@ def _physical_lines(data: bytes) -> tuple[pl.DataFrame, dict[int, bytes]]:
     return (pl.concat([empty, *frames]) if frames else empty), undecodable
 
 
+def _polars_decode(spec: DatasetSpec, block: pl.DataFrame) -> pl.DataFrame | None:
+    """The block's lines decoded by Polars, or None when it refuses one of them."""
+    text = block["_raw_payload"].str.join("\n").item().encode()
+    try:
+        frame = pl.read_ndjson(io.BytesIO(text), schema=raw_schema(spec))
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    return frame if frame.height == block.height else None
+
+
+def _json_parses(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _decode_blocks(spec: DatasetSpec, lines: pl.DataFrame) -> tuple[list[pl.DataFrame], list[int]]:
-    """Bulk-decode trustworthy lines block by block; a block Polars refuses is bisected down to the
-    lines it refuses, which go to the exact path (returned by number)."""
+    """Bulk-decode trustworthy lines block by block. In a block Polars refuses, the lines that are not
+    JSON at all are found with one cheap parse each and sent to the exact path; the rest is decoded
+    again (and bisected, should Polars still refuse). Returns the frames and the refused line numbers."""
     decoded: list[pl.DataFrame] = []
     refused: list[int] = []
-    pending = [lines.slice(offset, BULK_BLOCK_LINES) for offset in range(0, lines.height, BULK_BLOCK_LINES)]
+    pending = [(lines.slice(offset, BULK_BLOCK_LINES), True)
+               for offset in range(0, lines.height, BULK_BLOCK_LINES)]
     while pending:
-        block = pending.pop()
-        text = block["_raw_payload"].str.join("\n").item().encode()
-        try:
-            frame = pl.read_ndjson(io.BytesIO(text), schema=raw_schema(spec))
-        except (pl.exceptions.PolarsError, ValueError):
-            frame = None
-        if frame is not None and frame.height == block.height:
+        block, first_try = pending.pop()
+        frame = _polars_decode(spec, block)
+        if frame is not None:
             decoded.append(frame.with_columns(block["_raw_payload"], block["_line_number"]))
+        elif first_try:
+            parses = pl.Series([_json_parses(t) for t in block["_raw_payload"].to_list()], dtype=pl.Boolean)
+            refused += block.filter(~parses)["_line_number"].to_list()
+            if parses.any():
+                pending.append((block.filter(parses), False))
         elif block.height == 1:
             refused.append(block["_line_number"].item())
         else:
             half = block.height // 2
-            pending += [block.slice(half), block.slice(0, half)]
+            pending += [(block.slice(half), False), (block.slice(0, half), False)]
     return decoded, refused
 
 

@@ -46,11 +46,24 @@ def one_line(result: subprocess.CompletedProcess[str] | tuple[int, str, str], co
     (["run", "--dataset", "orders\n"], "unknown dataset"),
     (["run", "--partition", "2026-13-01"], "is not a date"),
     (["health", "--days", "-3"], "is not between 1 and 3660"),
+    (["run", "--partition", "9999-12-31"], "outside the partitions the factory handles"),
+    (["backfill", "--start", "1900-01-01", "--end", "9998-12-31", "--mode", "dry-run"], "backfill it in windows"),
 ])
 def test_hostile_arguments_are_one_line_and_exit_2(workspace: Path, args: list[str], says: str,
                                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     assert says in one_line(cli(monkeypatch, capsys, workspace, *args), 2)
     assert not (workspace / "warehouse.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"FACTORY_LAKE_RETENTION": "many"}, "FACTORY_LAKE_RETENTION: Input should be a valid integer"),
+    ({"FACTORY_DATABASE_URL": "sqlite:////proc/nowhere/w.db"}, "FACTORY_DATABASE_URL: cannot create its folder"),
+    ({"FACTORY_REPORT_DIR": "/proc/nowhere"}, "FACTORY_REPORT_DIR: cannot create it"),
+])
+def test_settings_that_cannot_work_are_one_line_naming_them(workspace: Path, env: dict[str, str], says: str,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    assert says in one_line(cli(monkeypatch, capsys, workspace, "run", "--mode", "dry-run", env=env), 2)
 
 
 def test_hostile_arguments_through_the_console_script(workspace: Path) -> None:

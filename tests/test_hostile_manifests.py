@@ -149,3 +149,17 @@ def test_validating_many_assets_is_linear(tmp_path: Path) -> None:
         verify_manifests(discover_manifests(tmp_path), tmp_path)
     assert err.value.field == "assets[7999].record_count"
     assert err.value.line == json.dumps(manifest, indent=1).splitlines().index('   "record_count": 2') + 1
+
+
+@pytest.mark.parametrize(("change", "field", "says"), [
+    (lambda m: m.update(partition_key="9999-12-31"), "partition_key", "outside the partitions the factory handles"),
+    (lambda m: m.update(produced_at="9999-12-31T23:00:00-05:00"), "produced_at", "outside the times"),
+    (lambda m: m["assets"].append(dict(m["assets"][0])), "assets[1].uri", "is listed twice (also assets[0])"),
+])
+def test_values_a_run_could_not_use_are_refused_at_the_manifest(tmp_path: Path, change, field: str, says: str) -> None:  # type: ignore[no-untyped-def]
+    manifest = _manifest()
+    change(manifest)
+    (tmp_path / "m.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(InputError) as err:
+        discover_manifests(tmp_path)
+    assert err.value.field == field and says in str(err.value)

@@ -4,6 +4,7 @@ one-line errors naming the manifest, and a store that goes away and comes back."
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -43,7 +44,8 @@ def _bucket(url: str) -> str:
 
 
 def _fetch_folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(f"{S3_CACHE_PREFIX}*"))
+    """This process's fetch folders (other test workers share the temp directory)."""
+    return set(Path(tempfile.gettempdir()).glob(f"{S3_CACHE_PREFIX}{os.getpid()}-*"))
 
 
 def test_a_key_holding_dot_dot_is_fetched_into_a_private_folder_only(warehouse_url: str, sample_dir: Path,
