@@ -385,15 +385,18 @@ def cmd_checks(args: argparse.Namespace) -> int:
     from tasks.database import get_engine, reading
     from tasks.ledger import current_run
 
+    from tasks.verify import untrusted_partitions
+
     settings = load_settings()
     partition = _partition_arg(args).isoformat()
     with reading(get_engine(settings.database_url)) as conn:
         run_id = current_run(conn, args.dataset, partition)
         results = stored_results(conn, run_id) if run_id else []
+        untrusted = sorted(set(untrusted_partitions(conn, args.dataset).get(partition, [])))
     failed = [r for r in results if r.status == "fail"]
     if args.json:
         _print_json({"dataset": args.dataset, "partition": partition, "run_id": run_id,
-                     "held": bool(failed), "checks": [r.model_dump() for r in results]})
+                     "held": bool(failed), "untrusted": untrusted, "checks": [r.model_dump() for r in results]})
     elif not results:
         print(f"{args.dataset}/{partition}: no check results; the partition has no successful or held run "
               "(see `datafactory status`)")
@@ -403,9 +406,11 @@ def cmd_checks(args: argparse.Namespace) -> int:
         print(_table(headers, [[r.name, r.severity, r.status.upper() if r.status in ("fail", "warn") else r.status,
                                 _fmt(r.observed), _fmt(r.warn_above), _fmt(r.error_above), r.detail]
                                for r in results]))
-        print(f"\n{args.dataset}/{partition}: " + (f"HELD by {', '.join(r.name for r in failed)}" if failed
-                                                   else "no error check failed; downstream may consume it"))
-    return EXIT_FAILED if failed or not results else EXIT_OK
+        print(f"\n{args.dataset}/{partition}: " + (
+            f"HELD by {', '.join(r.name for r in failed)}" if failed
+            else f"UNTRUSTED: verify found {', '.join(untrusted)}; downstream must not consume it" if untrusted
+            else "no error check failed; downstream may consume it"))
+    return EXIT_FAILED if failed or untrusted or not results else EXIT_OK
 
 
 def _fmt(value: float | None) -> str:
@@ -509,6 +514,23 @@ def _month(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a month (YYYY-MM)") from None
     return text
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Ledger against warehouse, lake and evidence; every finding with a reason code; exit 1 when any."""
+    from flows.verify import verify_markdown, verify_report
+
+    if args.partition and (args.start or args.end):
+        raise UsageError("--partition or --start/--end, not both")
+    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
+    if start and end and end < start:
+        raise UsageError(f"--end {end} is before --start {start}")
+    report = verify_report(args.dataset, start, end, args.deep)
+    if args.json:
+        _print_json(report)
+    else:
+        print(verify_markdown(report), end="")
+    return EXIT_FAILED if report["findings"] else EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -646,6 +668,15 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--quarantine-spike", type=_bounded(0.0, 1.0, float), default=0.25,
                         help="quarantined share that is a spike")
     health.set_defaults(func=cmd_health)
+
+    verify = sub.add_parser("verify", parents=[common],
+                            help="compare ledger, warehouse, lake and evidence; exit 1 on any finding")
+    verify.add_argument("--dataset", type=_dataset, default=None, help="default: every registered dataset")
+    verify.add_argument("--partition", type=_date)
+    verify.add_argument("--start", type=_date)
+    verify.add_argument("--end", type=_date)
+    verify.add_argument("--deep", action="store_true", help="also every data file's sha256 and silver's content")
+    verify.set_defaults(func=cmd_verify)
 
     manifests = sub.add_parser("manifests", parents=[common], help="source manifests")
     msub = manifests.add_subparsers(dest="manifests_command", required=True, parser_class=OneLineParser)

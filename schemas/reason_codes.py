@@ -16,6 +16,10 @@ class Action(StrEnum):
     RETRY = "retry"
 
 
+# The decision-log action of a verify: not a run (no attempt, no evidence), a judgement of the partition
+VERIFY_ACTION = "verify"
+
+
 class Mode(StrEnum):
     EXECUTE = "execute"
     DRY_RUN = "dry-run"
@@ -71,4 +75,65 @@ QUARANTINE_REASON_DOCS: dict[QuarantineReason, str] = {
     QuarantineReason.SCHEMA_VIOLATION: "a field broke the contract; the detail names column and check",
     QuarantineReason.FUTURE_EVENT: "the event is dated at or after the end of its delivery day",
     QuarantineReason.CONFLICTING_DUPLICATE: "an event_id already delivered with different content",
+}
+
+
+class VerifyReason(StrEnum):
+    """What `datafactory verify` (and health) found wrong with a partition's current state."""
+
+    LEDGER_RUN_MISSING = "ledger_run_missing"
+    LEDGER_SNAPSHOT_MISSING = "ledger_snapshot_missing"
+    CHECKS_MISSING = "checks_missing"
+    WAREHOUSE_ROWS_MISSING = "warehouse_rows_missing"
+    WAREHOUSE_ROWS_CHANGED = "warehouse_rows_changed"
+    SILVER_INCONSISTENT = "silver_inconsistent"
+    SILVER_ROWS_CHANGED = "silver_rows_changed"
+    QUARANTINE_ROWS_MISSING = "quarantine_rows_missing"
+    QUARANTINE_ROWS_UNEXPECTED = "quarantine_rows_unexpected"
+    LAKE_MARKER_MISSING = "lake_marker_missing"
+    LAKE_MARKER_INVALID = "lake_marker_invalid"
+    LAKE_MARKER_STALE = "lake_marker_stale"
+    SNAPSHOT_RECORD_MISSING = "snapshot_record_missing"
+    SNAPSHOT_RECORD_CHANGED = "snapshot_record_changed"
+    SNAPSHOT_RECORD_INVALID = "snapshot_record_invalid"
+    LAKE_FILE_MISSING = "lake_file_missing"
+    LAKE_FILE_CORRUPT = "lake_file_corrupt"
+    EVIDENCE_MISSING = "evidence_missing"
+    EVIDENCE_INVALID = "evidence_invalid"
+
+
+VERIFY_REASON_DOCS: dict[VerifyReason, tuple[str, str]] = {  # reason -> (what it means, what to do)
+    VerifyReason.LEDGER_RUN_MISSING: ("partition state names a run the ledger lacks or that never committed",
+                                      "rerun the partition"),
+    VerifyReason.LEDGER_SNAPSHOT_MISSING: ("the ledger records no current lake snapshot for a committed partition",
+                                           "rerun the partition"),
+    VerifyReason.CHECKS_MISSING: ("the run behind the partition has no stored check results", "rerun the partition"),
+    VerifyReason.WAREHOUSE_ROWS_MISSING: ("events of the current snapshot are missing from bronze",
+                                          "rerun the partition (bronze rows are written again)"),
+    VerifyReason.WAREHOUSE_ROWS_CHANGED: ("bronze rows differ in content from the current snapshot's events",
+                                          "investigate: someone edited bronze; restore or rerun"),
+    VerifyReason.SILVER_INCONSISTENT: ("silver rows are not their entity's greatest bronze event",
+                                       "restore the partition's current snapshot (silver is rebuilt)"),
+    VerifyReason.SILVER_ROWS_CHANGED: ("silver rows differ in content from the event they name (deep)",
+                                       "restore the partition's current snapshot (silver is rebuilt)"),
+    VerifyReason.QUARANTINE_ROWS_MISSING: ("fewer quarantine rows than the committed run quarantined",
+                                           "rerun the partition (quarantine rows are written again)"),
+    VerifyReason.QUARANTINE_ROWS_UNEXPECTED: ("more quarantine rows than the committed run quarantined",
+                                              "investigate: rows were added by hand"),
+    VerifyReason.LAKE_MARKER_MISSING: ("the lake has no manifest.json for a committed partition",
+                                       "rerun the partition (a skip moves the marker back)"),
+    VerifyReason.LAKE_MARKER_INVALID: ("manifest.json is not the current snapshot's record", "rerun the partition"),
+    VerifyReason.LAKE_MARKER_STALE: ("manifest.json or _SUCCESS names another snapshot than the ledger",
+                                     "rerun the partition (a skip moves the marker)"),
+    VerifyReason.SNAPSHOT_RECORD_MISSING: ("a committed snapshot's record is gone", "current: rerun; older: none"),
+    VerifyReason.SNAPSHOT_RECORD_CHANGED: ("a snapshot record differs from what the ledger committed",
+                                           "current: rerun, or restore an older snapshot"),
+    VerifyReason.SNAPSHOT_RECORD_INVALID: ("a snapshot record names another dataset, partition or files",
+                                           "current: rerun, or restore an older snapshot"),
+    VerifyReason.LAKE_FILE_MISSING: ("a data file a snapshot lists is gone", "current: rerun, or restore an older one"),
+    VerifyReason.LAKE_FILE_CORRUPT: ("a data file's size (or with --deep its sha256) differs from its record",
+                                     "current: rerun, or restore an older one"),
+    VerifyReason.EVIDENCE_MISSING: ("the run behind the partition left no evidence file", "rerun the partition"),
+    VerifyReason.EVIDENCE_INVALID: ("the evidence file does not parse, breaks its schema or names another run",
+                                    "rerun the partition"),
 }

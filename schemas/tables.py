@@ -233,3 +233,18 @@ lake_current = Table(
     Column("snapshot_id", String(64), nullable=False),
     Column("updated_at", Timestamp, nullable=False),
 )
+
+# What the last verify of a partition found (tasks/verify.py): open findings make it untrusted until a
+# later verify finds nothing or a run or restore commits a new state.
+verify_finding = Table(
+    "verify_finding",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False, index=True),
+    Column("reason_code", String(48), nullable=False),
+    Column("current", Integer, nullable=False),  # 1: about the current state (untrusted); 0: an older snapshot
+    Column("location", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("found_at", Timestamp, nullable=False),
+)

@@ -59,7 +59,7 @@ def _silver_profile(conn: Connection, spec: DatasetSpec) -> tuple[int, int, dict
     return rows, int(row[1]), {c: rows - int(n) for c, n in zip(required, row[2:])}
 
 
-def _inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
+def inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
     """Touched entities whose silver row is not their greatest event in bronze.
 
     One pass over the touched entities' bronze rows (no ranking, no second scan of the wide table):
@@ -109,7 +109,7 @@ def observe(conn: Connection, spec: DatasetSpec, who: RunIdentity, counts: RunCo
         newest_event=newest,  # type: ignore[arg-type]
         unknown_fields=sorted(set(field_sample) - contract),
         absent_fields=sorted(required - set(field_sample)) if sampled_records else [],
-        inconsistent_entities=_inconsistent_entities(conn, spec),
+        inconsistent_entities=inconsistent_entities(conn, spec),
     )
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ENTITY_STAGE}")
     return observed

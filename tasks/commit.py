@@ -158,7 +158,8 @@ def commit_partition(
                 status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
                 output = None if done.result.skipped else done.counts.output_count
                 detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held else None
-                ledger.finish_run(conn, who, status, done.result.as_dict(), output, detail=detail)
+                counts = {**done.counts.model_dump(), "skipped": done.result.skipped}  # verify reads them back
+                ledger.finish_run(conn, who, status, counts, output, detail=detail)
         except BaseException as exc:
             ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
             raise

@@ -159,17 +159,14 @@ def check_files(lake: Lake, dataset: str, day: date, record: dict[str, Any], dee
     """Every file a record lists is there with its size (and with `deep`, its sha256)."""
     prefix = lake.prefix(dataset, day)
     for entry in record["files"]:
-        where = lake.where(dataset, day, entry["path"])
-        try:
-            data = lake.storage.read(f"{prefix}/{entry['path']}") if deep else None
-        except MissingObject:
-            raise LakeError("lake_file_missing", where, "does not exist") from None
-        if data is None:
-            if not lake.storage.exists(f"{prefix}/{entry['path']}"):
-                raise LakeError("lake_file_missing", where, "does not exist")
-            continue
-        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise LakeError("lake_file_corrupt", where, "differs from its record (size or sha256)")
+        where, key = lake.where(dataset, day, entry["path"]), f"{prefix}/{entry['path']}"
+        size = lake.storage.size(key)
+        if size is None:
+            raise LakeError("lake_file_missing", where, "does not exist")
+        if size != entry["bytes"]:
+            raise LakeError("lake_file_corrupt", where, f"is {size} bytes; its record says {entry['bytes']}")
+        if deep and hashlib.sha256(lake.storage.read(key)).hexdigest() != entry["sha256"]:
+            raise LakeError("lake_file_corrupt", where, "sha256 differs from its record")
 
 
 def read_files(lake: Lake, dataset: str, day: date, record: dict[str, Any]) -> pl.DataFrame:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.reason_codes import Action, ActionReason, Mode
@@ -29,6 +29,7 @@ from schemas.tables import (
     lake_current,
     lake_snapshot,
     partition_state,
+    verify_finding,
 )
 from tasks.database import SQLITE_BUSY_TIMEOUT_S, autocommitting, is_postgres, reading
 from tasks.errors import FactoryError, printable
@@ -235,6 +236,9 @@ def finish_run(conn: Connection, who: RunIdentity, status: str, counts: dict[str
         status=status, finished_at=now, heartbeat_at=now, counts=json.dumps(counts, default=str), error=error,
     ))
     if output_count is not None and not who.partial:
+        if status in ("succeeded", "held"):  # a new state: what verify found about the old one is moot
+            conn.execute(delete(verify_finding).where(and_(verify_finding.c.dataset == who.dataset,
+                                                           verify_finding.c.partition_key == who.partition)))
         key = and_(partition_state.c.dataset == who.dataset, partition_state.c.partition_key == who.partition)
         values = dict(status=status, source_fingerprint=who.fingerprint, batch_id=who.batch_id,
                       run_id=who.run_id, output_count=output_count, updated_at=now)

@@ -21,6 +21,7 @@ from tasks.atomic import write_atomic
 from tasks.database import reading
 from tasks.manifests import batch_id_for, delivery_order, source_fingerprint
 from tasks.validate import partition_window
+from tasks.verify import untrusted_partitions
 
 # gap reason -> (proposed action, why-code for the partition run)
 ACTIONS = {
@@ -29,6 +30,9 @@ ACTIONS = {
     "no_input_declared": ("hold", None),
     "failed_partition": ("backfill", "failed_partition"),
     "held_partition": ("hold", None),
+    # verify found the current state damaged: a forced rerun writes bronze, quarantine, the lake snapshot
+    # and evidence again (silver content changed by hand needs a restore: runbook section 7)
+    "untrusted_partition": ("rerun", "untrusted_state"),
     "source_fingerprint_changed": ("backfill", "source_fingerprint_changed"),
 }
 INGESTING = {"backfill", "rerun"}
@@ -56,6 +60,7 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
             partition_state.c.dataset == spec.name,
             partition_state.c.partition_key >= lo.isoformat(),
             partition_state.c.partition_key <= end.isoformat())))}
+        untrusted = untrusted_partitions(conn, spec.name)
     targets = [spec.bronze_table, spec.silver_table, "quarantine"]
     entries = []
     for day in _days(lo, end) if lo <= end else []:
@@ -70,6 +75,8 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
             gap = "failed_partition"
         elif state.status == "held":
             gap = "held_partition"
+        elif day.isoformat() in untrusted:
+            gap = "untrusted_partition"
         elif state.source_fingerprint != fingerprint:
             gap = "source_fingerprint_changed"
         else:
@@ -87,7 +94,8 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
             "upstream_manifest_ids": [m.manifest_id for m in delivered],
             "expected_input_count": sum(a.record_count for m in delivered for a in m.assets),
             "current_output_count": state.output_count if state else None,
-            "current_status": state.status if state else ("missing" if delivered else "no_input"),
+            "current_status": ("untrusted" if gap == "untrusted_partition" else state.status) if state
+            else ("missing" if delivered else "no_input"),
             "gap_reason": gap,
             "proposed_action": action,
             "idempotency_guard": (

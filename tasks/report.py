@@ -16,10 +16,12 @@ from tasks.atomic import write_atomic
 from tasks.evidence import latest_evidence
 from tasks.status import partition_status
 
-STATUS_ORDER = ("succeeded", "held", "failed", "missing", "no_input")
-GLYPH = {"succeeded": "S", "held": "H", "failed": "F", "missing": "M", "no_input": "."}
-COLOUR = {"succeeded": "32", "held": "33", "failed": "31", "missing": "35", "no_input": "2"}  # ANSI SGR
-LEGEND = {"succeeded": "succeeded", "held": "held (an error check failed)", "failed": "failed",
+STATUS_ORDER = ("succeeded", "held", "untrusted", "failed", "missing", "no_input")
+GLYPH = {"succeeded": "S", "held": "H", "untrusted": "U", "failed": "F", "missing": "M", "no_input": "."}
+COLOUR = {"succeeded": "32", "held": "33", "untrusted": "31;1", "failed": "31", "missing": "35",
+          "no_input": "2"}  # ANSI SGR
+LEGEND = {"succeeded": "succeeded", "held": "held (an error check failed)",
+          "untrusted": "untrusted (verify found its state damaged)", "failed": "failed",
           "missing": "missing (inputs declared, never materialized)", "no_input": "no input declared"}
 SUMMARY_FILE = "delivery_summary.md"
 
@@ -72,19 +74,23 @@ def dataset_section(engine: Engine, report_dir: Path, dataset: str, declared: se
     lines += [f"Partitions {rows[0]['partition']} to {rows[-1]['partition']}: "
               + ", ".join(f"{LEGEND[s].split(' (')[0]} {n}" for s, n in counts.items()) + ".", ""]
     lines += ["```", *calendar_strip(rows), "```", ""]
-    table, held, totals = [], [], Counter()
+    table, held, untrusted, totals = [], [], [], Counter()
     for row in rows:
         found = latest_evidence(report_dir, dataset, row["partition"], row["run_id"]) if row["status"] != "no_input" else None
         path, evidence = found if found else (None, None)
         if row["status"] == "held":
             held.append(_held_line(row, evidence, path))
+        if row["status"] == "untrusted":
+            untrusted.append(f"- **{row['partition']}**: untrusted: verify found {', '.join(row['findings'])} "
+                             "(`datafactory verify` for the details; runbook section 7)")
         if row["status"] == "no_input":
             continue
         counts_of = evidence["counts"] if evidence and evidence["status"] in ("succeeded", "held") else None
-        if counts_of and row["status"] in ("succeeded", "held"):
+        if counts_of and row["status"] in ("succeeded", "held", "untrusted"):
             totals.update({k: counts_of[k] for k in ("total", "valid", "invalid")})
             totals["in_bronze"] += counts_of["bronze_inserted"] + counts_of["bronze_existing"]
-        decision = evidence["downstream"]["decision"] if evidence else "hold"
+        # an untrusted partition is held back from downstream whatever its evidence said then
+        decision = evidence["downstream"]["decision"] if evidence and row["status"] != "untrusted" else "hold"
         warnings = ", ".join(c["name"] for c in evidence["checks"] if c["status"] == "warn") if evidence else ""
         table.append([row["partition"], row["status"], decision,
                       counts_of["total"] if counts_of else "-", counts_of["valid"] if counts_of else "-",
@@ -93,6 +99,8 @@ def dataset_section(engine: Engine, report_dir: Path, dataset: str, declared: se
     lines += [f"Current outputs: {totals['total']} records read, {totals['valid']} valid, "
               f"{totals['invalid']} quarantined, {totals['in_bronze']} distinct events in bronze.", ""]
     lines += ["### Held partitions", "", *(held or ["None."]), ""]
+    if untrusted:
+        lines += ["### Untrusted partitions", "", *untrusted, ""]
     lines += ["### Partitions", "",
               "| partition | status | downstream | read | valid | invalid | warnings | latest evidence |",
               "|---|---|---|---|---|---|---|---|"]

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 
 from schemas.tables import decision_log, partition_state
 from tasks.database import reading
+from tasks.verify import untrusted_partitions
 
 
 def partition_status(engine: Engine, dataset: str, declared: set[date],
@@ -21,6 +22,7 @@ def partition_status(engine: Engine, dataset: str, declared: set[date],
         for r in conn.execute(select(decision_log).where(decision_log.c.dataset == dataset)
                               .order_by(decision_log.c.id)):
             decisions[r.partition_key] = r  # the last one wins
+        untrusted = untrusted_partitions(conn, dataset)
     known = {date.fromisoformat(k) for k in states} | declared
     if not known and (start is None or end is None):
         return []
@@ -32,6 +34,8 @@ def partition_status(engine: Engine, dataset: str, declared: set[date],
         key = day.isoformat()
         state, decision = states.get(key), decisions.get(key)
         status = state.status if state else ("missing" if day in declared else "no_input")
+        if state is not None and key in untrusted:  # verify found its current state does not hold up
+            status = "untrusted"
         rows.append({
             "partition": key,
             "status": status,
@@ -41,5 +45,6 @@ def partition_status(engine: Engine, dataset: str, declared: set[date],
             "outcome": decision.outcome if decision else None,
             "updated_at": state.updated_at.isoformat(timespec="seconds") if state else None,
             "run_id": state.run_id if state else None,
+            "findings": sorted(set(untrusted.get(key, []))),
         })
     return rows

@@ -49,6 +49,7 @@ class Storage(Protocol):
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int | None: ...
     def list(self, prefix: str, partial: bool = False) -> list[str]: ...
     def delete(self, keys: list[str]) -> None: ...
     def move(self, source_prefix: str, target_prefix: str) -> None: ...
@@ -96,6 +97,13 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        """Bytes of an object; None when there is none."""
+        try:
+            return self._path(key).stat().st_size if self._path(key).is_file() else None
+        except OSError:
+            return None
 
     def list(self, prefix: str, partial: bool = False) -> list[str]:
         """Keys under `prefix`; with `partial`, also the unfinished writes (to clean up after a killed one)."""
@@ -210,11 +218,13 @@ class S3Storage:
         self._call("put_object", Key=self._key(key), Body=data)  # an S3 PUT is atomic per object
 
     def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
         try:
-            self._call("head_object", Key=self._key(key))
+            return int(self._call("head_object", Key=self._key(key))["ContentLength"])
         except MissingObject:
-            return False
-        return True
+            return None
 
     def list(self, prefix: str, partial: bool = False) -> list[str]:
         """Keys under `prefix` (an S3 PUT is atomic: there are no unfinished writes to list)."""

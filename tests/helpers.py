@@ -144,3 +144,21 @@ def cli(monkeypatch: Any, capsys: Any, workspace: Path, *args: str,
         code = int(exc.code or 0)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def commit_with_evidence(url: str, manifest_dir: Path, day: date, lake: Lake, report_dir: Path,
+                         force: bool = False) -> Committed:
+    """`commit`, then the run's evidence file, as partition_flow leaves it (without Prefect)."""
+    from datetime import datetime, timezone
+
+    from flows.partition import _counted, decide_downstream
+    from tasks.evidence import RunContext, build_evidence, write_evidence
+
+    started = datetime.now(timezone.utc)
+    done = commit(url, manifest_dir, day, force=force, lake=lake)
+    summary = _counted(done, False)
+    summary = summary.model_copy(update={"downstream": decide_downstream(summary)})
+    ctx = RunContext(spec=get_dataset("tickets"), manifests=partition_manifests(manifest_dir, "tickets", day),
+                     started_at=started)
+    write_evidence(report_dir, build_evidence(summary, ctx, datetime.now(timezone.utc)))
+    return done

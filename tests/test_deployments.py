@@ -24,7 +24,7 @@ def _schema(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_every_flow_the_design_names_is_deployed_on_the_work_pool() -> None:
     assert {d["entrypoint"] for d in SPEC["deployments"]} == {
         "flows/partition.py:partition_flow", "flows/backfill.py:backfill_flow", "flows/replay.py:replay_flow",
-        "flows/restore.py:restore_flow", "flows/health.py:health_flow"}
+        "flows/restore.py:restore_flow", "flows/health.py:health_flow", "flows/verify.py:verify_flow"}
     assert {d["work_pool"]["name"] for d in SPEC["deployments"]} == {"data-factory"}
 
 
