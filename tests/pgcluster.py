@@ -34,9 +34,20 @@ class Cluster:
     data_dir: Path
     port: int
     as_user: list[str]
+    options: str = ""
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def crash(self) -> None:
+        """Stop the server the hard way (as a crash or an operator's `-m immediate` does); data is kept."""
+        subprocess.run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
+                        "-w", "stop"], check=True, capture_output=True)
+
+    def resume(self) -> None:
+        """Start it again on the same port and data."""
+        subprocess.run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", self.options,
+                        "-l", str(self.data_dir.parent / "server.log"), "-w", "start"], check=True, capture_output=True)
 
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast",
@@ -68,4 +79,4 @@ def start_cluster(fsync: bool = False, locale_provider_icu: bool = True) -> Clus
         options += " -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options, "-l",
                     str(base / "server.log"), "-w", "start"], check=True, capture_output=True)
-    return Cluster(bin_dir=bin_dir, data_dir=data_dir, port=port, as_user=as_user)
+    return Cluster(bin_dir=bin_dir, data_dir=data_dir, port=port, as_user=as_user, options=options)

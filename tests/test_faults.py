@@ -239,3 +239,45 @@ def test_the_command_killed_between_commit_and_evidence_converges_when_rerun(war
     assert_converged(url, Lake(open_storage(str(workspace / "lake"))), sample_dir)
     assert list((workspace / "reports").rglob(".*.tmp")) == []
     assert len(list((workspace / "reports/run_evidence/tickets/2026-04-17").glob("*.json"))) == 1
+
+
+@pytest.mark.postgres
+def test_postgres_going_down_mid_run_is_transient_and_the_rerun_converges(sample_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warehouse server crashes while a partition is being written (its partition lock dies with its
+    session): the failure is transient (Prefect would retry it); once the server is back, the operator's
+    rerun closes the dead attempt and converges."""
+    import psycopg
+
+    from tasks import warehouse
+    from tasks.commit import is_transient
+    from tests.pgcluster import find_pg_bin, start_cluster
+
+    if find_pg_bin() is None:
+        pytest.skip("PostgreSQL server binaries not found")
+    cluster = start_cluster(fsync=True)  # a crash keeps what was committed, as on a real server
+    try:
+        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE crashing")
+        url, lake = cluster.url("crashing"), _lake(tmp_path)
+        for day in (D14, D16):
+            commit(url, sample_dir, day, lake=lake)
+        real = warehouse.bulk_load
+
+        def crash_then_load(*args: object) -> object:
+            cluster.crash()
+            return real(*args)
+
+        monkeypatch.setattr(warehouse, "bulk_load", crash_then_load)
+        with pytest.raises(Exception) as err:
+            commit(url, sample_dir, D17, lake=lake)
+        assert is_transient(err.value), repr(err.value)
+        monkeypatch.setattr(warehouse, "bulk_load", real)
+        cluster.resume()
+        get_engine.cache_clear()
+        commit(url, sample_dir, D17, lake=lake)
+        assert_converged(url, lake, sample_dir)
+    finally:
+        get_engine.cache_clear()
+        cluster.stop()
