@@ -718,10 +718,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"datafactory: {printable(lines[0])}", file=sys.stderr)
         return code
 
+    from schemas.settings import SettingsFileError, load_settings
+
     try:
+        load_settings()  # every setting checked before any command touches anything
         return args.func(args)
+    except BrokenPipeError:  # `datafactory status | head`: the reader has gone; that is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except FactoryError as exc:
         return say(exc, exc.exit_code)
+    except SettingsFileError as exc:
+        return say(exc, EXIT_BAD_INPUT)
     except ValidationError as exc:  # a FACTORY_* setting (or .env line) of the wrong shape
         first = exc.errors()[0]
         where = "FACTORY_" + "_".join(str(p) for p in first["loc"]).upper() if exc.title == "FactorySettings" \
@@ -730,12 +738,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return say(exc, EXIT_BAD_INPUT)
     except SQLAlchemyError as exc:  # the warehouse is down, unreachable, or refused a statement
-        from sqlalchemy.engine import make_url
+        from tasks.database import safe_url
 
-        from schemas.settings import load_settings
-
-        where = make_url(load_settings().database_url).render_as_string(hide_password=True)
-        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        where = safe_url(load_settings().database_url)
+        first = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
         return say(f"{where}: FACTORY_DATABASE_URL: the warehouse failed: {first}", EXIT_FAILED)
     except KeyboardInterrupt:
         return say("interrupted; the partition's attempt was recorded as failed", 130)

@@ -20,7 +20,7 @@ from schemas.settings import FactorySettings, load_settings
 from schemas.summary import Downstream, PartitionSummary
 from tasks import ledger
 from tasks.assets import as_materialization, source_assets, table_assets
-from tasks.commit import Committed, commit_partition_task, record_skip
+from tasks.commit import Committed, commit_partition_task, record_failure, record_skip
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext
@@ -194,9 +194,12 @@ def partition_flow(
         with timed(stages, "write_check_and_snapshot"):
             done = write(engine, spec, batch, who, dry_run, force, lake, settings.heartbeat_seconds)
     except Exception as exc:
-        last = ledger.last_attempt_of_flow_run(engine, who.batch_id, who.flow_run_id)
-        failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
         ctx.error = f"{type(exc).__name__}: {exc}"
+        last = ledger.last_attempt_of_flow_run(engine, who.batch_id, who.flow_run_id)
+        if last is None and not dry_run:  # it failed before its write: the ledger records the attempt anyway
+            recorded = record_failure(engine, who, ctx.error)
+            last = (recorded[0].run_id, recorded[1]) if recorded else None
+        failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
         try:
             hand_over(settings, make_summary(failed_who, "failed", attempt=last[1] if last else None,
                                           message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__), ctx)

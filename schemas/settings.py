@@ -5,27 +5,51 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.manifest import partition_out_of_range
+
+
+class SettingsFileError(ValueError):
+    """The `.env` file cannot be read as settings (not UTF-8, not a file)."""
 
 
 class FactorySettings(BaseSettings):
-    """Where the factory reads and writes; chosen once, at the edge (CLI or deployment)."""
+    """Where the factory reads and writes; chosen once, at the edge (CLI or deployment). Every value is
+    checked here, so a setting that cannot work fails before anything is written."""
 
     model_config = SettingsConfigDict(env_prefix="FACTORY_", env_file=".env", extra="ignore")
 
-    database_url: str = "sqlite:///.factory/warehouse.db"
-    lake_url: str = ".factory/lake"
+    database_url: str = Field("sqlite:///.factory/warehouse.db", min_length=1)
+    lake_url: str = Field(".factory/lake", min_length=1)
     manifest_dir: Path = Path("data/manifests")
     report_dir: Path = Path("reports")
     partition_start_date: date = date(2026, 3, 1)
     default_partition: date = date(2026, 4, 17)
-    lake_retention: int = 5  # committed snapshots kept per partition (the current one included)
-    lake_rows_per_file: int = 500_000  # Parquet files of a snapshot hold at most this many rows
-    heartbeat_seconds: float = 30.0  # how often a running attempt proves it is alive (health: stale after 30 min)
+    # committed snapshots kept per partition (the current one included)
+    lake_retention: int = Field(5, ge=1, le=10_000)
+    # Parquet files of a snapshot hold at most this many rows
+    lake_rows_per_file: int = Field(500_000, ge=1, le=100_000_000)
+    # how often a running attempt proves it is alive (health: stale after 30 min)
+    heartbeat_seconds: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False)
     s3_block: str | None = None  # a saved prefect-aws S3Bucket block for s3:// URLs
     s3_endpoint_url: str | None = None  # an S3-compatible endpoint (MinIO) when no block is named
+
+    @field_validator("partition_start_date", "default_partition")
+    @classmethod
+    def _a_partition_day(cls, day: date) -> date:
+        if (why := partition_out_of_range(day)) is not None:
+            raise ValueError(why)
+        return day
 
 
 def load_settings(**overrides: object) -> FactorySettings:
     """Settings from the environment, with explicit overrides (tests, CLI flags) winning."""
-    return FactorySettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return FactorySettings(**{k: v for k, v in overrides.items() if v is not None})
+    except UnicodeDecodeError as exc:
+        raise SettingsFileError(f".env: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{exc.start})") from None
+    except IsADirectoryError:
+        raise SettingsFileError(".env: is a directory, not a settings file") from None

@@ -152,16 +152,21 @@ def commit_partition(
             done.result.waited_for = waited
             return done
         attempt = ledger.start_run(engine, who)
+        committed = False
         try:
-            with ledger.heartbeat(engine, who.run_id, heartbeat_s), engine.begin() as conn:
-                done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
-                status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
-                output = None if done.result.skipped else done.counts.output_count
-                detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held else None
-                counts = {**done.counts.model_dump(), "skipped": done.result.skipped}  # verify reads them back
-                ledger.finish_run(conn, who, status, counts, output, detail=detail)
+            with ledger.heartbeat(engine, who.run_id, heartbeat_s):
+                with engine.begin() as conn:
+                    done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
+                    status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
+                    output = None if done.result.skipped else done.counts.output_count
+                    detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held \
+                        else None
+                    counts = {**done.counts.model_dump(), "skipped": done.result.skipped}  # verify reads them back
+                    ledger.finish_run(conn, who, status, counts, output, detail=detail)
+                committed = True
         except BaseException as exc:
-            ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
+            if not committed:  # what committed stays recorded as it committed
+                ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
             raise
         done.attempt, done.result.waited_for = attempt, waited
         if lake is not None:  # committed: the lake's marker follows the ledger now
@@ -191,3 +196,18 @@ def record_skip(engine: Engine, who: RunIdentity, lake: Lake | None = None) -> t
             ledger.finish_run(conn, who, "skipped", {"skipped": True}, None, error=None)
         note = settle_lake(engine, lake, who.dataset, who.partition_key) if lake is not None else None
     return who, attempt, note
+
+
+def record_failure(engine: Engine, who: RunIdentity, error: str) -> tuple[RunIdentity, int] | None:
+    """A run that failed before it reached its write (reading, validating) still ends in the ledger as a
+    failed attempt with its decision-log row; None when the warehouse itself cannot take it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    who = replace(who, run_id=ledger.new_run_id())
+    try:
+        with partition_lock(engine, who.dataset, who.partition, _holder(engine, who)):
+            attempt = ledger.start_run(engine, who)
+            ledger.fail_run(engine, who, error)
+    except (SQLAlchemyError, TransientError):
+        return None
+    return who, attempt

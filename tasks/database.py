@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from schemas.tables import metadata
-from tasks.errors import InputError
+from tasks.errors import InputError, printable
 
 SQLITE_BUSY_TIMEOUT_S = 600
 SCHEMA_LOCK_KEY = 0x0DF5C4E3A  # advisory lock taken while creating the factory's tables
@@ -37,13 +40,31 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN" if kind == READ else "BEGIN IMMEDIATE")
 
 
+def safe_url(url: str) -> str:
+    """A warehouse URL fit for a message: the password hidden; the text itself when it does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return printable(url)
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """The engine for a warehouse URL, with every factory table created if missing.
 
     The check for missing tables reads without taking SQLite's write lock, so a command that only
     reads (status, checks, health) never waits behind a run that is writing."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(printable(url), None, "FACTORY_DATABASE_URL",
+                         "is not a database URL (sqlite:///path or postgresql+psycopg://user@host/db)") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InputError(safe_url(url), None, "FACTORY_DATABASE_URL",
+                         f"{parsed.get_backend_name()} is not a supported warehouse (sqlite, postgresql)")
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise InputError(safe_url(url), None, "FACTORY_DATABASE_URL",
+                         f"driver {parsed.get_driver_name()} is not installed: use postgresql+psycopg://")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             try:
@@ -72,6 +93,24 @@ def is_postgres(engine: Engine) -> bool:
 def reading(engine: Engine) -> Connection:
     """A connection for reads only: on SQLite it does not take the write lock."""
     return engine.connect().execution_options(**{TRANSACTION: READ})
+
+
+@contextmanager
+def writing_briefly(engine: Engine, wait_s: float = 2.0) -> Iterator[Connection]:
+    """A write transaction that waits at most `wait_s` for another writer, then raises OperationalError:
+    for bookkeeping a later call can redo (verdicts), never for a partition's data."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        if not is_postgres(engine):
+            raw.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+        try:
+            with conn.begin():
+                if is_postgres(engine):
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'")
+                yield conn
+        finally:
+            if not is_postgres(engine):
+                raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
 
 
 def autocommitting(engine: Engine) -> Connection:

@@ -184,8 +184,8 @@ def heartbeat(engine: Engine, run_id: str, every_s: float) -> Iterator[None]:
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=every_s + 5)
+        stop.set()  # never raises; the beat thread is a daemon and ends at its next wake-up
+        thread.join(timeout=5)
 
 
 def running_holder(conn: Connection, dataset: str, partition: str, run_id: str = "") -> tuple[str, str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import stat
 import tempfile
@@ -160,10 +161,11 @@ def _parse_manifest(path: Path) -> SourceManifest:
         raise source.error(("partition_key",), f"{raw['partition_key']!r} is not a calendar date") from None
     if (why := partition_out_of_range(day)) is not None:
         raise source.error(("partition_key",), why)
-    uris = [asset["uri"] for asset in raw["assets"]]
-    for index, uri in enumerate(uris):
-        if uri in uris[:index]:
-            raise source.error(("assets", index, "uri"), f"{uri!r} is listed twice (also assets[{uris.index(uri)}])")
+    files = [posixpath.normpath(a["uri"]) if not a["uri"].startswith("s3://") else a["uri"] for a in raw["assets"]]
+    for index, name in enumerate(files):  # `a.jsonl` and `./a.jsonl` are one file
+        if name in files[:index]:
+            raise source.error(("assets", index, "uri"), f"{raw['assets'][index]['uri']!r} is listed twice "
+                               f"(also assets[{files.index(name)}])")
     for index, asset in enumerate(raw["assets"]):
         _check_uri(source, index, asset["uri"])
     try:

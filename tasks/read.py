@@ -174,7 +174,9 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
         line.str.contains(r"[\x00-\x1f]"),  # raw control characters: invalid inside strings
         line.str.contains(r"\\u[dD][89a-fA-F]"),  # surrogate escapes: Polars decodes a lone one to NUL
         line.str.contains(r'\\.[^"\\]*"\s*:'),  # a key spelled with an escape may alias a contract field
-        line.str.extract_all(_KEY_TOKEN_PLAIN).list.n_unique() < line.str.count_matches(_KEY_TOKEN_PLAIN),
+        # the same key twice, whatever whitespace stands before its colon
+        line.str.extract_all(_KEY_TOKEN_PLAIN).list.eval(pl.element().str.strip_chars_end(": \t\r\n")).list.n_unique()
+        < line.str.count_matches(_KEY_TOKEN_PLAIN),
         line.str.contains(rf'"(?:{strings})"\s*:\s*[^"\sn]'),  # a string field whose value is no string
         line.str.count_matches(r"[\[{]") > MAX_DEPTH,
     ]
@@ -330,6 +332,9 @@ def csv_table(data: bytes) -> tuple[list[str], Iterator[tuple[int, list[str] | s
     return [_restore_nul(h) for h in header], _csv_records(reader, header, problem)
 
 
+csv.field_size_limit(2**31 - 1)  # a cell may be as long as a file: the default 128 KiB would split records
+
+
 def _csv_records(reader: Any, header: list[str], problem: str | None) -> Iterator[tuple[int, list[str] | str, str]]:
     previous_end = reader.line_num
     while True:
@@ -337,10 +342,10 @@ def _csv_records(reader: Any, header: list[str], problem: str | None) -> Iterato
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:  # a quoting error the lenient dialect still cannot read past
-            yield previous_end + 1, f"not a CSV row: {printable(exc)}", ""
-            previous_end = reader.line_num
-            continue
+        except csv.Error as exc:
+            # past an error the reader can no longer tell where records begin: text inside a cell could
+            # pass for a record, so the file is refused rather than read on
+            raise ValueError(f"is not readable as CSV from line {previous_end + 1}: {printable(exc)}") from None
         start, previous_end = previous_end + 1, reader.line_num
         if not row:
             continue
@@ -399,8 +404,26 @@ def _parquet_rows(data: bytes) -> Iterator[Parsed]:
                 if dtype.time_zone else pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")
             )
     for row_number, obj in enumerate(frame.iter_rows(named=True), start=1):
-        # orjson: NaN becomes null, so the stored payload is always strict JSON a rebuild can parse
-        yield row_number, orjson.dumps(obj, default=str).decode(), obj
+        yield row_number, _row_json(obj), obj
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _row_json(obj: dict[str, Any]) -> str:
+    """A Parquet row as strict JSON a rebuild can parse: NaN and infinities become null; integers wider
+    than 64 bits, which orjson refuses, go through the standard library."""
+    try:
+        return orjson.dumps(obj, default=str).decode()
+    except TypeError:
+        return json.dumps(_finite(obj), default=str)
 
 
 def count_records(data: bytes, fmt: str) -> int:

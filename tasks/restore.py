@@ -133,6 +133,7 @@ def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIde
     holder = lambda: ledger.describe_holder(engine, who.dataset, who.partition)  # noqa: E731
     with partition_lock(engine, who.dataset, who.partition, holder):
         attempt = ledger.start_run(engine, who)
+        committed = False
         try:
             with ledger.heartbeat(engine, who.run_id, heartbeat_s), engine.begin() as conn:
                 restored = read_files(lake, spec.name, day, record)
@@ -156,8 +157,10 @@ def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIde
                 ledger.finish_run(conn, who, "held" if held else "succeeded", counts.model_dump(), restored.height,
                                   detail=f"restored snapshot {record['snapshot_id']}; {len(entities)} entities "
                                   "rebuilt from the lake")
+            committed = True
         except BaseException as exc:
-            ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
+            if not committed:
+                ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
             raise
         note = settle_lake(engine, lake, spec.name, day)
     return Committed(WriteResult(silver_updated=in_snapshot), restored.head(0), who, attempt, counts, outcomes,

@@ -66,7 +66,7 @@ def nesting_depth(text: str) -> int:
 
 def might_repeat_keys(text: str) -> bool:
     """Cheap test before the slow one: no key token repeats its spelling and none is escaped."""
-    keys = _KEY_TOKEN.findall(text)
+    keys = [token.rstrip(": \t\r\n") for token in _KEY_TOKEN.findall(text)]  # `"k":` and `"k" :` are one key
     return len(set(keys)) < len(keys) or any("\\" in k for k in keys)
 
 

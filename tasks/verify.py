@@ -10,6 +10,7 @@ every retained snapshot, and silver's content against the event each row names.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import jsonschema
 import polars as pl
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
+from sqlalchemy.exc import OperationalError
 
 from schemas.datasets import DatasetSpec, FieldKind
 from schemas.reason_codes import VERIFY_ACTION, QuarantineReason, VerifyReason
@@ -32,11 +34,13 @@ from schemas.tables import (
 )
 from tasks import ledger
 from tasks.checks import ENTITY_STAGE, inconsistent_entities
-from tasks.database import is_postgres, reading
+from tasks.database import is_postgres, reading, writing_briefly
 from tasks.errors import printable
 from tasks.evidence import evidence_dir, validate_evidence
 from tasks.lake import Lake, LakeError, check_files, read_files, read_marker, read_record
 from tasks.staging import stage, stage_keys
+
+log = logging.getLogger(__name__)
 
 COMMITTED = ("succeeded", "held")
 SHOWN = 5
@@ -299,9 +303,26 @@ def committed_days(engine: Engine, dataset: str, start: date | None, end: date |
 
 
 def record_verdict(engine: Engine, dataset: str, partition: str, findings: list[Finding]) -> None:
-    """Store a partition's findings (replacing the last verify's); log a decision when the verdict changes."""
+    """Store a partition's findings (replacing the last verify's); log a decision when the verdict changes.
+    An unchanged verdict writes nothing, so verifying (and health) never waits behind a writer for it."""
     now = datetime.now(timezone.utc)
-    with engine.begin() as conn:
+    wanted = sorted((f.reason, int(f.current), f.location, f.detail) for f in findings)
+    with reading(engine) as conn:
+        stored = sorted(tuple(r) for r in conn.execute(select(
+            verify_finding.c.reason_code, verify_finding.c.current, verify_finding.c.location,
+            verify_finding.c.detail).where(and_(verify_finding.c.dataset == dataset,
+                                                verify_finding.c.partition_key == partition))))
+    if stored == wanted:
+        return
+    try:
+        _write_verdict(engine, dataset, partition, findings, now)
+    except OperationalError as exc:  # a run holds the warehouse: the next verify records the verdict
+        log.warning("%s/%s: verdict not recorded (the warehouse is busy): %s", dataset, partition,
+                    str(exc).splitlines()[0])
+
+
+def _write_verdict(engine: Engine, dataset: str, partition: str, findings: list[Finding], now: datetime) -> None:
+    with writing_briefly(engine) as conn:
         before = conn.execute(select(func.count()).select_from(verify_finding).where(and_(
             verify_finding.c.dataset == dataset, verify_finding.c.partition_key == partition,
             verify_finding.c.current == 1))).scalar_one()

@@ -90,6 +90,20 @@ def _entities_of(conn: Connection, spec: DatasetSpec, keys: list[str]) -> list[s
 
 REDELIVERY_COLUMNS = ("dataset", "event_id", "content_hash", "delivery_key", "partition_key", "batch_id",
                       "manifest_id", "source_uri", "line_number", "raw_payload")
+RECORD_IDENTITY = "(dataset, manifest_id, source_uri, line_number)"  # one delivered line of one manifest
+
+
+def _latest_version(table: str, columns: tuple[str, ...], changed: str) -> str:
+    """ON CONFLICT for a record's line delivered again: a rerun of the same content writes nothing;
+    a line whose content changed since (a manifest re-delivered with edited files) replaces the
+    earlier verdict, so the record as it is now is never dropped."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("dataset", "manifest_id", "source_uri",
+                                                                              "line_number"))
+    return f"ON CONFLICT {RECORD_IDENTITY} DO UPDATE SET {updates} WHERE {changed.format(t=table)}"
+
+
+REDELIVERY_CHANGED = _latest_version("redelivery", REDELIVERY_COLUMNS,
+                                     "{t}.content_hash <> excluded.content_hash OR {t}.event_id <> excluded.event_id")
 
 
 def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys_table: str) -> None:
@@ -98,7 +112,7 @@ def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys_ta
         f'SELECT :dataset, "{spec.event_key}", _content_hash, _delivery_key, _partition_key, _batch_id, '
         f"_manifest_id, _source_uri, _line_number, _raw_payload FROM {spec.bronze_table} "
         f'WHERE "{spec.event_key}" IN (SELECT event_id FROM {keys_table}) '
-        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
+        + REDELIVERY_CHANGED
     ), {"dataset": spec.name})
 
 
@@ -115,7 +129,7 @@ def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, wh
     stage(conn, "_stg_copies", "redelivery", frame)
     names = ", ".join(REDELIVERY_COLUMNS)
     conn.exec_driver_sql(f"INSERT INTO redelivery ({names}) SELECT {names} FROM _stg_copies WHERE true "
-                         "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING")
+                         + REDELIVERY_CHANGED)
 
 
 def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: datetime) -> None:
@@ -167,7 +181,8 @@ def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, w
     names = ", ".join(frame.columns)
     result = conn.exec_driver_sql(
         f"INSERT INTO quarantine ({names}) SELECT {names} FROM _stg_quarantine WHERE true "
-        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
+        + _latest_version("quarantine", tuple(frame.columns),
+                          "{t}.raw_payload <> excluded.raw_payload OR {t}.reason_code <> excluded.reason_code")
     )
     return max(result.rowcount, 0)
 

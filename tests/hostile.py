@@ -79,8 +79,9 @@ def hostile_line(draw: st.DrawFn, day: datetime) -> bytes:
         pairs = [(_key_text(field, True), value) if k == json.dumps(field) else (k, v) for k, v in pairs]
     elif kind == "repeated_key":
         field = draw(st.sampled_from([*FIELDS, "extra"]))
-        pairs.append((_key_text(field, draw(st.booleans())), json.dumps(draw(st.one_of(st.just(event.get(field)),
-                                                                                       HOSTILE_VALUES)))))
+        spaced = draw(st.sampled_from(["", " ", "\t", "  "]))  # `"k" :` is the same key as `"k":`
+        pairs.append((_key_text(field, draw(st.booleans())) + spaced,
+                      json.dumps(draw(st.one_of(st.just(event.get(field)), HOSTILE_VALUES)))))
     elif kind == "extra":
         pairs.append(('"meta"', draw(st.sampled_from(
             ['{"deep": ' + "[" * 600 + "]" * 600 + "}", "1e999", "NaN", "123456789012345678901234567890",

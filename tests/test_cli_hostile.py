@@ -20,7 +20,7 @@ from tasks.database import get_engine, reading
 from tasks.lake import Lake, read_marker
 from tasks.lake_state import snapshot_listing
 from tasks.storage import open_storage
-from tests.helpers import DAYS, cli, commit
+from tests.helpers import DAYS, cli, commit_with_evidence
 from tests.test_cli import api_url, datafactory, workspace  # noqa: F401  (fixtures)
 
 D14, D16, D17 = DAYS
@@ -59,11 +59,23 @@ def test_hostile_arguments_are_one_line_and_exit_2(workspace: Path, args: list[s
     ({"FACTORY_LAKE_RETENTION": "many"}, "FACTORY_LAKE_RETENTION: Input should be a valid integer"),
     ({"FACTORY_DATABASE_URL": "sqlite:////proc/nowhere/w.db"}, "FACTORY_DATABASE_URL: cannot create its folder"),
     ({"FACTORY_REPORT_DIR": "/proc/nowhere"}, "FACTORY_REPORT_DIR: cannot create it"),
+    ({"FACTORY_HEARTBEAT_SECONDS": "inf"}, "FACTORY_HEARTBEAT_SECONDS: Input should be a finite number"),
+    ({"FACTORY_HEARTBEAT_SECONDS": "0"}, "FACTORY_HEARTBEAT_SECONDS: Input should be greater than 0"),
+    ({"FACTORY_DEFAULT_PARTITION": "9999-12-31"}, "outside the partitions the factory handles"),
+    ({"FACTORY_DATABASE_URL": "garbage"}, "FACTORY_DATABASE_URL: is not a database URL"),
+    ({"FACTORY_DATABASE_URL": "mysql://h/x"}, "mysql is not a supported warehouse"),
 ])
 def test_settings_that_cannot_work_are_one_line_naming_them(workspace: Path, env: dict[str, str], says: str,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture) -> None:
     assert says in one_line(cli(monkeypatch, capsys, workspace, "run", "--mode", "dry-run", env=env), 2)
+
+
+def test_a_dot_env_that_is_not_utf8_is_one_line(workspace: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    (workspace / ".env").write_bytes(b"FACTORY_LAKE_RETENTION=\xff\n")
+    monkeypatch.chdir(workspace)
+    assert ".env: not valid UTF-8" in one_line(cli(monkeypatch, capsys, workspace, "status"), 2)
 
 
 def test_hostile_arguments_through_the_console_script(workspace: Path) -> None:
@@ -83,8 +95,9 @@ def _committed_lake(workspace: Path) -> tuple[str, Lake]:
     url = f"sqlite:///{workspace / 'warehouse.db'}"
     lake = Lake(open_storage(str(workspace / "lake")))
     for day in DAYS:
-        commit(url, workspace / "manifests", day, lake=lake)
-    commit(url, workspace / "manifests", D17, force=True, lake=lake)  # a second snapshot to return to
+        commit_with_evidence(url, workspace / "manifests", day, lake, workspace / "reports")
+    # a second snapshot to return to
+    commit_with_evidence(url, workspace / "manifests", D17, lake, workspace / "reports", force=True)
     return url, lake
 
 

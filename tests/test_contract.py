@@ -238,3 +238,25 @@ def test_a_check_that_cannot_run_fails_the_run_as_a_broken_contract() -> None:
         pl.lit(None, dtype=pl.String).alias("_type_errors"))
     with pytest.raises(ContractDefinitionError, match="explodes"):
         contract_failures(replace(SPEC, model=Broken), frame)
+
+
+def test_a_csv_cell_longer_than_128_kib_stays_one_cell(tmp_path: Path) -> None:
+    """Python's csv stops at 131,072 characters a field by default; past such an error, text inside a
+    cell could pass for a record of its own. The limit is raised: the long cell is one record's body."""
+    forged = ",".join(str(v) for v in event(event_id="E-FORGED").values())
+    long_body = "x" * 140_000 + "\n" + forged
+    batch = _csv_delivery(tmp_path, _csv_bytes([event(body=long_body)]))
+    assert (batch.quarantine.height, batch.events["event_id"].to_list()) == (0, ["E-1"])
+    assert batch.events["body"][0] == long_body
+
+
+def test_a_parquet_integer_wider_than_64_bits_is_kept_in_the_raw_payload(tmp_path: Path) -> None:
+    """orjson refuses 128-bit integers; the payload falls back to strict JSON that keeps the value."""
+    path = tmp_path / "sources" / "events.parquet"
+    path.parent.mkdir(parents=True)
+    pl.DataFrame([event()], schema_overrides={"product_line": pl.String, "tags": pl.List(pl.String)}).with_columns(
+        extra=pl.lit(2**100, dtype=pl.Int128)).write_parquet(path)
+    write_manifest(tmp_path, "m-1", "tickets", DAY, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [path])
+    batch = validate_batch(SPEC, read_manifests(SPEC, partition_manifests(tmp_path, "tickets", DAY), tmp_path), DAY)
+    assert batch.quarantine.height == 0
+    assert json.loads(batch.events["_raw_payload"][0])["extra"] == 2**100

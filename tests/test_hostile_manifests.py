@@ -106,7 +106,8 @@ def test_asset_names_with_spaces_and_non_ascii_are_legal(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(60)  # a FIFO that is read blocks forever: the timeout turns that into a failure
-@pytest.mark.parametrize("make", ["directory", "broken_link", "fifo", "invalid_utf8", "deep", "repeated_key"])
+@pytest.mark.parametrize("make", ["directory", "broken_link", "fifo", "invalid_utf8", "deep", "repeated_key",
+                                  "repeated_key_spaced"])
 def test_an_entry_that_is_no_manifest_is_one_line_naming_it(tmp_path: Path, make: str) -> None:
     """A directory, a broken symlink, a FIFO (never read: it would hang), bytes that are not UTF-8,
     nesting deeper than any parser should follow, a key given twice."""
@@ -121,15 +122,18 @@ def test_an_entry_that_is_no_manifest_is_one_line_naming_it(tmp_path: Path, make
         entry.write_bytes(b'{"manifest_id": "\xff"}')
     elif make == "deep":
         entry.write_text("[" * 100_000 + "]" * 100_000)
-    else:
+    elif make == "repeated_key":
         entry.write_text('{"manifest_id": "a",\n "manifest_id": "b"}')
+    else:  # a space before the colon makes no other key
+        entry.write_text('{"manifest_id": "a",\n "manifest_id" : "b"}')
     with pytest.raises(InputError) as err:
         discover_manifests(tmp_path)
     expected = {"directory": "is a directory, not a regular file", "broken_link": "is a broken symbolic link",
                 "fifo": "is a FIFO, not a regular file", "invalid_utf8": "not valid UTF-8",
-                "deep": "nested deeper than 512 levels", "repeated_key": "appears twice in one object"}[make]
+                "deep": "nested deeper than 512 levels", "repeated_key": "appears twice in one object",
+                "repeated_key_spaced": "appears twice in one object"}[make]
     assert str(err.value).startswith(str(entry)) and expected in str(err.value) and "\n" not in str(err.value)
-    if make == "repeated_key":
+    if make.startswith("repeated_key"):
         assert (err.value.line, err.value.field) == (2, "manifest_id")
 
 
@@ -155,6 +159,8 @@ def test_validating_many_assets_is_linear(tmp_path: Path) -> None:
     (lambda m: m.update(partition_key="9999-12-31"), "partition_key", "outside the partitions the factory handles"),
     (lambda m: m.update(produced_at="9999-12-31T23:00:00-05:00"), "produced_at", "outside the times"),
     (lambda m: m["assets"].append(dict(m["assets"][0])), "assets[1].uri", "is listed twice (also assets[0])"),
+    (lambda m: m["assets"].append({**m["assets"][0], "uri": "sources/./events.jsonl"}), "assets[1].uri",
+     "is listed twice (also assets[0])"),
 ])
 def test_values_a_run_could_not_use_are_refused_at_the_manifest(tmp_path: Path, change, field: str, says: str) -> None:  # type: ignore[no-untyped-def]
     manifest = _manifest()

@@ -69,6 +69,10 @@ def postgres_url(pg_cluster):  # type: ignore[no-untyped-def]
 REGRESSIONS = [  # deliveries that broke a promise once; each stays an example forever
     b'{"event_id": "E-1", "ticket_id": "TCK-000001", "event_type": "created", "created_at": "2026-04-17T08:00:00Z", '
     b'"updated_at": "2026-04-17T09:00:00Z", "status": "new", "priority": "low", "channel": "web", '
+    b'"customer_id": "C-1", "subject": "FIRST", "body": "", "product_line": null, "tags": [], '
+    b'"subject" : "SECOND", "ticket_id" : "TCK-BOGUS"}\n',
+    b'{"event_id": "E-1", "ticket_id": "TCK-000001", "event_type": "created", "created_at": "2026-04-17T08:00:00Z", '
+    b'"updated_at": "2026-04-17T09:00:00Z", "status": "new", "priority": "low", "channel": "web", '
     b'"customer_id": "C-1", "\\u0073ubject": 12345, "body": "", "product_line": null, "tags": []}\n',
     b'{"event_id": "E-1", "ticket_id": "TCK-000001", "event_type": "created", "created_at": "2026-04-17T08:00:00Z", '
     b'"updated_at": "2026-04-17T09:00:00Z", "status": "new", "priority": "low", "channel": "web", '
@@ -93,6 +97,7 @@ REGRESSIONS = [  # deliveries that broke a promise once; each stays an example f
 @example(data=REGRESSIONS[2])
 @example(data=REGRESSIONS[3])
 @example(data=REGRESSIONS[4])
+@example(data=REGRESSIONS[5])
 def test_hostile_delivery_lands_the_same_on_both_databases_and_the_oracle_agrees(
         data: bytes, postgres_url: str, tmp_path: Path) -> None:
     root = Path(tempfile.mkdtemp(dir=tmp_path))
@@ -112,13 +117,14 @@ def test_hostile_delivery_lands_the_same_on_both_databases_and_the_oracle_agrees
 
 
 def test_each_regression_is_quarantined_with_its_reason(tmp_path: Path) -> None:
-    """An escaped key with a number, a repeated key, a NUL, Arabic-Indic digits, a lone surrogate, bytes
-    that are not UTF-8, a JSON array: every line is accounted for, each with its reason (SQLite)."""
+    """A key repeated with a space before its colon, an escaped key with a number, a repeated key, a NUL,
+    Arabic-Indic digits, a lone surrogate, bytes that are not UTF-8, a JSON array: every line is
+    accounted for, each with its reason (SQLite)."""
     _deliver(tmp_path, b"".join(REGRESSIONS) + b"\xff\xfe\n[1]\n")
     url = f"sqlite:///{tmp_path / 'w.db'}"
     done = commit(url, tmp_path, PARTITION)
     reasons = [(q[5], q[6]) for q in sorted(data_tables(url)["quarantine"], key=lambda q: int(q[5]))]
-    assert done.counts.total == 7 and data_tables(url)["bronze"] == []
-    assert reasons == [("1", "schema_violation"), ("2", "malformed_record"), ("3", "schema_violation"),
-                       ("4", "schema_violation"), ("5", "malformed_record"), ("6", "malformed_record"),
-                       ("7", "malformed_record")]
+    assert done.counts.total == 8 and data_tables(url)["bronze"] == []
+    assert reasons == [("1", "malformed_record"), ("2", "schema_violation"), ("3", "malformed_record"),
+                       ("4", "schema_violation"), ("5", "schema_violation"), ("6", "malformed_record"),
+                       ("7", "malformed_record"), ("8", "malformed_record")]

@@ -246,3 +246,25 @@ def test_text_with_escapes_round_trips(warehouse_url: str, tmp_path: Path) -> No
     assert (row["body"], row["subject"], json.loads(row["tags"])) == (body, "tab\there", ["a\\b", "c\"d"])
     bronze = data_tables(warehouse_url)["bronze"][0]
     assert line in bronze
+
+
+def test_a_line_that_changed_since_an_earlier_delivery_is_quarantined_as_it_is_now(warehouse_url: str,
+                                                                                    sample_dir: Path) -> None:
+    """The same manifest re-delivered with an edited file: the malformed line as it is now replaces the
+    one quarantined before; nothing of the current inputs is dropped, and a rerun writes nothing."""
+    from datetime import datetime, timezone
+
+    from tasks.generate import write_manifest
+
+    source = sample_dir / "sources/tickets/2026-04-14/events.jsonl"
+    lines = source.read_text().splitlines()
+    for version in ("AAA this line is not json", "BBB a different malformed record"):
+        source.write_text("\n".join([*lines, version]) + "\n")
+        write_manifest(sample_dir, "tickets-2026-04-14-a", "tickets", D14,
+                       datetime(2026, 4, 14, 23, tzinfo=timezone.utc), [source])
+        result, rejected = ingest(warehouse_url, sample_dir, D14)
+        assert rejected.height == 1 and result.quarantine_inserted == 1
+    assert [(q["line_number"], q["raw_payload"]) for q in quarantine_rows(warehouse_url)] == [
+        (9, "BBB a different malformed record")]
+    again, _ = ingest(warehouse_url, sample_dir, D14, force=True)
+    assert again.quarantine_inserted == 0
