@@ -31,7 +31,7 @@ from schemas.datasets import get_dataset  # noqa: E402
 from tasks.commit import commit_partition  # noqa: E402
 from tasks.database import get_engine  # noqa: E402
 from tasks.generate import synthetic_events, write_jsonl, write_manifest  # noqa: E402
-from tasks.ingest import read_manifests  # noqa: E402
+from tasks.manifests import read_manifests  # noqa: E402
 from tasks.lake import Lake  # noqa: E402
 from tasks.ledger import RunIdentity  # noqa: E402
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint  # noqa: E402

@@ -518,7 +518,7 @@ def _month(text: str) -> str:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Ledger against warehouse, lake and evidence; every finding with a reason code; exit 1 when any."""
-    from flows.verify import verify_markdown, verify_report
+    from tasks.verify import verify_markdown, verify_report
 
     if args.partition and (args.start or args.end):
         raise UsageError("--partition or --start/--end, not both")
@@ -535,7 +535,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """What needs attention; exit 1 when anything does. Reads the ledger directly: no flow run needed."""
-    from flows.health import health_markdown, health_report
+    from tasks.health import health_markdown, health_report
 
     report = health_report(args.days, args.stale_minutes, args.max_attempts, args.quarantine_spike)
     if args.json:

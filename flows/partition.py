@@ -20,18 +20,18 @@ from schemas.settings import FactorySettings, load_settings
 from schemas.summary import Downstream, PartitionSummary
 from tasks import ledger
 from tasks.assets import as_materialization, source_assets, table_assets
-from tasks.commit import Committed, commit_partition_task, record_failure, record_skip
+from tasks.commit import Committed, record_failure, record_skip
+from tasks.materialize import commit_partition_task
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
-from tasks.ingest import read_assets_task, validate_contract_task
+from tasks.ingest import read_assets_task, validate_contract_task, validate_manifests_task
 from tasks.lake import open_lake
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.manifests import (
     batch_id_for,
     source_fingerprint,
-    validate_manifests_task,
 )
 
 

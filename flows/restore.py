@@ -17,7 +17,8 @@ from schemas.summary import PartitionSummary
 from tasks.database import get_engine
 from tasks.evidence import RunContext
 from tasks.lake import open_lake
-from tasks.restore import restore_identity, restore_partition_task, restore_target
+from tasks.materialize import restore_partition_task
+from tasks.restore import restore_identity, restore_target
 
 
 @flow(name="restore-flow")

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 MARK = {"pass": "pass", "warn": "WARN", "fail": "FAIL", "skipped": "skipped"}
 COUNT_LABELS = [
@@ -99,6 +98,8 @@ def evidence_table(evidence: dict[str, Any]) -> list[dict[str, Any]]:
 
 def publish_artifacts(evidence: dict[str, Any], path: Path) -> None:
     """The run's markdown summary and counts table, under keys stable per dataset and partition."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact  # here: the CLI's reads need no Prefect
+
     dataset, partition = evidence["dataset"], evidence["partition"]["key"]
     headline = f"{dataset} {partition}: {evidence['status']}, downstream {evidence['downstream']['decision']}"
     create_markdown_artifact(key=artifact_key(dataset, partition, "evidence"),

@@ -16,16 +16,12 @@ from typing import Any, Callable
 
 import polars as pl
 import psycopg
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
 from tasks import checks, ledger
-from tasks.assets import annotate_assets, table_assets
 from tasks.errors import TransientError
 from tasks.lake import Lake, lake_frame, stage_snapshot
 from tasks.lake_state import committed_ids, settle_lake
@@ -45,15 +41,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OperationalError):
         return isinstance(exc.orig, psycopg.OperationalError) and not isinstance(exc.orig, psycopg.errors.LockNotAvailable)
-    return False
-
-
-def retry_on_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Prefect retry_condition_fn: retry only when the failure was transient."""
-    try:
-        state.result()
-    except Exception as exc:  # the state's own exception, re-raised to classify it
-        return is_transient(exc)
     return False
 
 
@@ -171,18 +158,6 @@ def commit_partition(
         done.attempt, done.result.waited_for = attempt, waited
         if lake is not None:  # committed: the lake's marker follows the ledger now
             done.lake_note = settle_lake(engine, lake, spec.name, who.partition_key)
-    return done
-
-
-@task(name="write-partition", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
-def commit_partition_task(engine: Engine, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity,
-                          dry_run: bool, force: bool, lake: Lake | None = None,
-                          heartbeat_s: float = HEARTBEAT_S) -> Committed:
-    """Write, check, snapshot; as a materializing task (see tasks/assets.py) it also reports row counts per table."""
-    done = commit_partition(engine, spec, batch, who, dry_run, force, lake=lake, heartbeat_s=heartbeat_s)
-    status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
-    annotate_assets(table_assets(engine.url.render_as_string(), spec), done.who.partition, done.counts, status)
     return done
 
 

@@ -23,15 +23,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
-from prefect import task
-from prefect.context import TaskRunContext
 from pydantic import ValidationError
 
-from schemas.datasets import DATASETS
+from schemas.datasets import DATASETS, DatasetSpec
 from schemas.manifest import Asset, SourceManifest, manifest_json_schema, partition_out_of_range
 from schemas.reason_codes import ActionReason
 from tasks.errors import InputError, StorageError, TransientError, printable
-from tasks.read import count_records
+from tasks.read import RawBatch, UnreadableAsset, count_records, read_partition
 from tasks.strict_json import DuplicateKeyError, loads_strict, value_lines
 
 BATCH_NAMESPACE = uuid.UUID("6f1c1d2e-9a1b-4b8e-8d7a-0c6b1f0e2a11")
@@ -395,24 +393,17 @@ def find_manifest(manifest_dir: Path, manifest_id: str) -> SourceManifest:
     raise InputError(manifest_dir, None, "manifest_id", f"no manifest {manifest_id!r} in {manifest_dir}")
 
 
-def _stat_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Cache key: the manifest directory's files, with size and mtime; any edit invalidates it."""
-    root = Path(parameters["manifest_dir"]).resolve()
-    stats = []
-    for path in root.rglob("*"):
+def read_manifests(spec: DatasetSpec, manifests: list[SourceManifest], root: Path) -> RawBatch:
+    """Read every asset of already-verified manifests. An s3:// asset is fetched again here, so its
+    digest is checked again: the object may have changed since the (cached) verification."""
+    with asset_files(manifests, root) as paths:
+        for manifest in manifests:
+            for index, asset in enumerate(manifest.assets):
+                path = paths[(manifest.manifest_id, index)]
+                if asset.uri.startswith("s3://") and hashlib.sha256(path.read_bytes()).hexdigest() != asset.sha256:
+                    raise asset_error(manifest, index, "sha256", f"{asset.uri} changed since it was verified",
+                                      ActionReason.SOURCE_FINGERPRINT_CHANGED)
         try:
-            info = path.stat()
-        except OSError:
-            continue  # a broken link: parsing names it, the key need not
-        if stat.S_ISREG(info.st_mode):
-            stats.append((str(path), info.st_size, info.st_mtime_ns))
-    key = json.dumps([str(root), parameters["dataset"], str(parameters["partition_key"]),
-                      parameters.get("accept_changed", False), sorted(stats)])
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-@task(name="validate-manifests", cache_key_fn=_stat_cache_key, persist_result=True)
-def validate_manifests_task(manifest_dir: Path, dataset: str, partition_key: date,
-                            accept_changed: bool = False) -> list[SourceManifest]:
-    """Verified manifests for a partition; cached until any file under the manifest dir changes."""
-    return partition_manifests(manifest_dir, dataset, partition_key, accept_changed)
+            return read_partition(spec, manifests, paths)
+        except UnreadableAsset as exc:
+            raise asset_error(exc.manifest, exc.index, "format", str(exc)) from None

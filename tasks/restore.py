@@ -12,8 +12,6 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import polars as pl
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection, Engine, text
 
 from schemas.datasets import DatasetSpec
@@ -173,9 +171,3 @@ def other_current_records(conn: Connection, lake: Lake, dataset: str, day: date)
     shas = {r.snapshot_id: r.record_sha256 for r in ledger.snapshot_records(conn, dataset, retained_only=False)}
     return {date.fromisoformat(p): read_record(lake, dataset, date.fromisoformat(p), i, shas.get(i))
             for p, i in sorted(ledger.current_snapshots(conn, dataset).items()) if p != day.isoformat()}
-
-
-@task(name="restore-partition", cache_policy=NO_CACHE)
-def restore_partition_task(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity,
-                           record: dict[str, Any]) -> Committed:
-    return restore_partition(engine, lake, spec, who, record)

@@ -21,8 +21,9 @@ import polars as pl
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
-from schemas.datasets import DatasetSpec, FieldKind
-from schemas.reason_codes import VERIFY_ACTION, QuarantineReason, VerifyReason
+from schemas.datasets import DATASETS, DatasetSpec, FieldKind, get_dataset
+from schemas.reason_codes import VERIFY_ACTION, VERIFY_REASON_DOCS, QuarantineReason, VerifyReason
+from schemas.settings import load_settings
 from schemas.tables import (
     SILVER,
     check_result,
@@ -34,10 +35,10 @@ from schemas.tables import (
 )
 from tasks import ledger
 from tasks.checks import ENTITY_STAGE, inconsistent_entities
-from tasks.database import is_postgres, reading, writing_briefly
+from tasks.database import get_engine, is_postgres, reading, writing_briefly
 from tasks.errors import printable
 from tasks.evidence import evidence_dir, validate_evidence
-from tasks.lake import Lake, LakeError, check_files, read_files, read_marker, read_record
+from tasks.lake import Lake, LakeError, check_files, open_lake, read_files, read_marker, read_record
 from tasks.staging import stage, stage_keys
 
 log = logging.getLogger(__name__)
@@ -360,3 +361,31 @@ def verify(engine: Engine, lake: Lake, spec: DatasetSpec, report_dir: Path, star
             record_verdict(engine, spec.name, day.isoformat(), found)
         findings += found
     return findings
+
+
+def verify_report(dataset: str | None = None, start: date | None = None, end: date | None = None,
+                  deep: bool = False) -> dict[str, Any]:
+    """Findings of every registered dataset (or one), with what to do about each reason found."""
+    settings = load_settings()
+    engine, lake = get_engine(settings.database_url), open_lake(settings)
+    findings = []
+    for name in [dataset] if dataset else sorted(DATASETS):
+        findings += [f.as_dict() for f in verify(engine, lake, get_dataset(name), Path(settings.report_dir),
+                                                  start, end, deep)]
+    reasons = sorted({f["reason"] for f in findings})
+    return {"deep": deep, "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
+            "findings": findings, "untrusted": sorted({(f["dataset"], f["partition"]) for f in findings if f["current"]}),
+            "what_to_do": {r: VERIFY_REASON_DOCS[VerifyReason(r)][1] for r in reasons}}
+
+
+def verify_markdown(report: dict[str, Any]) -> str:
+    window = f"{report['start'] or 'first'} to {report['end'] or 'last'}"
+    if not report["findings"]:
+        return f"# Data Factory verify ({'deep' if report['deep'] else 'cheap'}, {window}): nothing found\n"
+    lines = [f"# Data Factory verify ({'deep' if report['deep'] else 'cheap'}, {window}): "
+             f"{len(report['findings'])} finding(s), {len(report['untrusted'])} partition(s) untrusted", "",
+             "| reason | dataset | partition | current | where | detail |", "|---|---|---|---|---|---|"]
+    lines += [f"| {f['reason']} | {f['dataset']} | {f['partition']} | {'yes' if f['current'] else 'older snapshot'} "
+              f"| `{f['location']}` | {f['detail'].replace('|', '/')} |" for f in report["findings"]]
+    lines += ["", "What to do:", *[f"- `{r}`: {todo}" for r, todo in report["what_to_do"].items()]]
+    return "\n".join(lines) + "\n"

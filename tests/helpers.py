@@ -13,7 +13,7 @@ from schemas.datasets import get_dataset
 from schemas.tables import BRONZE, SILVER, quarantine
 from tasks.commit import Committed, commit_partition
 from tasks.database import get_engine
-from tasks.ingest import read_manifests
+from tasks.manifests import read_manifests
 from tasks.lake import Lake
 from tasks.ledger import RunIdentity
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint
@@ -94,6 +94,7 @@ def fail_the_write(monkeypatch: Any, fault: Callable[[], Exception], times: int 
     """Make partition_flow's write raise `fault()` (the first `times` calls, or always), without retry waits."""
     import flows.partition as partition_module
     from tasks import commit as commit_module
+    from tasks import materialize
 
     real = commit_module.write_partition
     calls = {"n": 0}
@@ -106,7 +107,7 @@ def fail_the_write(monkeypatch: Any, fault: Callable[[], Exception], times: int 
 
     monkeypatch.setattr(commit_module, "write_partition", faulty)
     monkeypatch.setattr(partition_module, "commit_partition_task",
-                        commit_module.commit_partition_task.with_options(retry_delay_seconds=0))
+                        materialize.commit_partition_task.with_options(retry_delay_seconds=0))
 
 
 def restore(url: str, lake: Lake, day: date, snapshot_id: str) -> Committed:

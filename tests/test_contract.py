@@ -14,7 +14,7 @@ import pytest
 
 from schemas.datasets import get_dataset
 from tasks.generate import write_manifest
-from tasks.ingest import read_manifests
+from tasks.manifests import read_manifests
 from tasks.manifests import partition_manifests
 from tasks.validate import ValidatedBatch, validate_batch
 
