@@ -164,6 +164,7 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
     Polars coerces numbers, booleans and objects into string columns, keeps the first of two equal
     keys, decodes a lone surrogate escape to NUL and accepts deeper nesting than we do. Each test
     below may raise a false alarm (the exact path then finds nothing wrong); none misses a case.
+    Repeated keys are found after the bulk decode (`_repeating_keys`), where it is cheap.
     """
     line = pl.col("_raw_payload")
     strings = "|".join(f.name for f in spec.fields if f.kind is not FieldKind.STRING_LIST)
@@ -174,9 +175,7 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
         line.str.contains(r"[\x00-\x1f]"),  # raw control characters: invalid inside strings
         line.str.contains(r"\\u[dD][89a-fA-F]"),  # surrogate escapes: Polars decodes a lone one to NUL
         line.str.contains(r'\\.[^"\\]*"\s*:'),  # a key spelled with an escape may alias a contract field
-        # the same key twice, whatever whitespace stands before its colon
-        line.str.extract_all(_KEY_TOKEN_PLAIN).list.eval(pl.element().str.strip_chars_end(": \t\r\n")).list.n_unique()
-        < line.str.count_matches(_KEY_TOKEN_PLAIN),
+        line.str.contains(r'"\s+:'),  # whitespace before a colon: `_repeating_keys` counts `":` only
         line.str.contains(rf'"(?:{strings})"\s*:\s*[^"\sn]'),  # a string field whose value is no string
         line.str.count_matches(r"[\[{]") > MAX_DEPTH,
     ]
@@ -186,6 +185,27 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
             valid = rf'"{f.name}"\s*:\s*(?:null|\[\s*(?:{item}\s*(?:,\s*{item}\s*)*)?\])'
             flags.append(line.str.count_matches(key) != line.str.count_matches(valid))
     return pl.any_horizontal(flags).fill_null(True)
+
+
+def _repeating_keys(spec: DatasetSpec, frame: pl.DataFrame) -> pl.Series:
+    """Decoded lines that name a key twice (whose Polars reading, first wins, is not the rule's).
+
+    In JSON that Polars decoded, `"subject":` can only be a key named subject (inside a string every
+    quote is escaped), and every key of a line not flagged suspect ends in `":`. So a line with as
+    many `":` as contract fields it names holds each of them once and nothing else. Cheapest first:
+    a field decoded to a value is named; then the fields are looked for by name; the lines left
+    (extra fields, nested objects, `\\":` inside strings) have their keys compared exactly."""
+    line = pl.col("_raw_payload")
+    valued = pl.sum_horizontal([pl.col(f.name).is_not_null().cast(pl.Int32) for f in spec.fields])
+    lines = frame.select(line, line.str.count_matches('":', literal=True).alias("_tokens"),
+                         valued.alias("_valued"), pl.int_range(pl.len()).alias("_row"))
+    # each filter runs on the lines the cheaper one before left open
+    lines = lines.filter(pl.col("_tokens") != pl.col("_valued"))
+    named = pl.sum_horizontal([line.str.contains(f'"{f.name}":', literal=True).cast(pl.Int32) for f in spec.fields])
+    lines = lines.filter(pl.col("_tokens") != named)
+    keys = line.str.extract_all(_KEY_TOKEN_PLAIN).list.eval(pl.element().str.strip_chars_end(": \t"))
+    lines = lines.filter(keys.list.n_unique() < keys.list.len())
+    return pl.repeat(False, frame.height, eager=True).scatter(lines["_row"], True)
 
 
 def _utf8_or_none(raw: bytes) -> str | None:
@@ -295,6 +315,15 @@ def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
     fast = lines.filter(~pl.col("_suspect")).drop("_suspect")
     suspects = lines.filter(pl.col("_suspect"))
     decoded, refused = _decode_blocks(spec, fast)
+    kept = []
+    for frame in decoded:
+        repeating = _repeating_keys(spec, frame)
+        if repeating.any():
+            refused += frame.filter(repeating)["_line_number"].to_list()
+            frame = frame.filter(~repeating)
+        if frame.height:
+            kept.append(frame)
+    decoded = kept
     slow = pl.concat([suspects.drop("_suspect"), fast.filter(pl.col("_line_number").is_in(refused))])
     rows = []
     for number, text in slow.sort("_line_number").iter_rows():

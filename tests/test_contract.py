@@ -205,6 +205,20 @@ def test_a_record_naming_a_field_twice_is_malformed(tmp_path: Path) -> None:
     assert (number, code) == (1, "malformed_record") and "'subject' appears twice" in detail
 
 
+@pytest.mark.parametrize("spelling", [
+    '"subject": null, "subject": "last"',  # the first is null: Polars decodes one field fewer
+    '"subject": "same", "subject": "same"',  # both agree: still the same key twice
+    '"subject": "s", "extra": 1, "extra": 2',  # a field outside the contract, repeated
+    '"subject": "s", "extra": {"k": 1, "k": 2}',  # repeated inside a nested object
+], ids=["first-null", "equal-values", "extra-field", "nested"])
+def test_a_repeated_key_is_malformed_wherever_it_hides(tmp_path: Path, spelling: str) -> None:
+    """Beside ordinary lines (the bulk decoder's path), each of these is refused one by one."""
+    plain = [json.dumps(event(event_id=f"e-{n}")) for n in range(3)]
+    line = json.dumps(event(event_id="e-dup")).replace('"subject": "s"', spelling)
+    found = reasons(deliver(tmp_path, [*plain, line]))
+    assert [(number, code) for number, code, _ in found] == [(4, "malformed_record")]
+
+
 def test_pandera_settings_in_the_environment_cannot_switch_the_contract_off(tmp_path: Path) -> None:
     """PANDERA_VALIDATION_ENABLED=False or DEPTH=SCHEMA_ONLY (read at import) leave our validation on."""
     from pandera.config import PanderaConfig, ValidationDepth, reset_config_context
