@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from flows.handover import one_delivery_summary
 from flows.partition import partition_flow, summary_of
 from schemas.datasets import get_dataset
 from schemas.reason_codes import Action, ActionReason, Mode
@@ -129,7 +130,7 @@ def backfill_flow(
                 len(todo), plan_path)
     results: list[dict[str, Any]] = []
     if mode is Mode.EXECUTE and todo:
-        with ThreadPoolTaskRunner(max_workers=max(1, max_concurrency)) as runner:
+        with one_delivery_summary(settings), ThreadPoolTaskRunner(max_workers=max(1, max_concurrency)) as runner:
             futures = [runner.submit(run_partition_task, {"dataset": dataset, "entry": entry,
                                                           "reason_code": reason_code.value if reason_code else None,
                                                           "operator": operator, "deployment": deployment})

@@ -164,18 +164,36 @@ def _preflight(mode: str = "execute") -> None:
         _lake().storage.check()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_or_skip(manifests: list[Any], dataset: str, partition: date, mode: str = "execute", action: str = "run",
+                 reason: str = "operator_request", force: bool = False, operator: str = "datafactory") -> Any:
+    """A partition already up to date is skipped from the ledger alone (no Prefect server started);
+    anything else runs partition_flow."""
+    from flows.handover import skip_without_flow
+    from schemas.settings import load_settings
+    from tasks.database import get_engine
+
+    if mode == "execute" and not force:
+        settings = load_settings()
+        skipped = skip_without_flow(settings, get_engine(settings.database_url), dataset, partition, manifests,
+                                    action, reason, operator)
+        if skipped is not None:
+            return skipped
     from flows.partition import run_partition
+
+    return run_partition(dataset=dataset, partition_key=partition, mode=mode, action=action, reason_code=reason,
+                         force=force, operator=operator)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from schemas.settings import load_settings
     from tasks.manifests import partition_manifests
 
     settings = load_settings()
     partition = args.partition or settings.default_partition
-    partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here, cleanly
+    manifests = partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here
     _preflight(args.mode)
-    summary = run_partition(dataset=args.dataset, partition_key=partition, mode=args.mode,
-                            action=args.action, reason_code=args.reason, force=args.force,
-                            operator=args.operator)
+    summary = _run_or_skip(manifests, args.dataset, partition, args.mode, args.action, args.reason, args.force,
+                           args.operator)
     if args.json:
         _print_json(_summary_json(summary))
     else:
@@ -189,7 +207,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.partition import run_partition
     from schemas.settings import load_settings
     from tasks.manifests import discover_manifests, partition_manifests
 
@@ -203,8 +220,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for day in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)):
         if day not in days:
             continue
-        partition_manifests(Path(settings.manifest_dir), args.dataset, day)
-        summaries.append(run_partition(dataset=args.dataset, partition_key=day, operator=args.operator))
+        manifests = partition_manifests(Path(settings.manifest_dir), args.dataset, day)
+        summaries.append(_run_or_skip(manifests, args.dataset, day, operator=args.operator))
     missing = [d for d in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)) if d not in days]
     if args.json:
         _print_json({"partitions": [_summary_json(s) for s in summaries],

@@ -13,35 +13,23 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows import handover
+from flows.handover import make_summary, run_identity
 from schemas.datasets import get_dataset
 from schemas.manifest import partition_out_of_range
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import FactorySettings, load_settings
-from schemas.summary import Downstream, PartitionSummary
+from schemas.summary import PartitionSummary
 from tasks import ledger
 from tasks.assets import as_materialization, source_assets, table_assets
-from tasks.commit import Committed, record_failure, record_skip
-from tasks.materialize import commit_partition_task
+from tasks.commit import Committed, record_failure
 from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
 from tasks.ingest import read_assets_task, validate_contract_task, validate_manifests_task
 from tasks.lake import open_lake
-from tasks.ledger import RunIdentity, succeeded_with
-from tasks.manifests import (
-    batch_id_for,
-    source_fingerprint,
-)
-
-
-def make_summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:
-    return PartitionSummary(
-        dataset=who.dataset, partition_key=who.partition_key, mode=who.mode, action=who.action,
-        reason_code=who.reason_code, operator=who.operator, status=status, batch_id=who.batch_id,
-        run_id=who.run_id or None, flow_run_id=who.flow_run_id, source_fingerprint=who.fingerprint,
-        manifest_ids=list(who.manifest_ids), **fields,
-    )
+from tasks.materialize import commit_partition_task
 
 
 @contextmanager
@@ -61,27 +49,6 @@ def _trace_id() -> str | None:
         return str(flow_run.id) if flow_run.id else None
 
 
-def decide_downstream(summary: PartitionSummary) -> Downstream:
-    """May downstream consume the partition after this run? Only a clean, committed (or current) output."""
-    blocking = [c.name for c in summary.blocking_checks]
-    if summary.status == "succeeded":
-        warned = [c.name for c in summary.checks if c.status == "warn"]
-        return Downstream(decision="unblock", reason="every error check passed" + (
-            f"; warnings: {', '.join(warned)}" if warned else ""))
-    if summary.status == "skipped":
-        return Downstream(decision="unblock", reason="already succeeded from the same inputs; current output unchanged")
-    if summary.status == "held":
-        detail = "; ".join(f"{c.name}: {c.detail}" for c in summary.blocking_checks)
-        return Downstream(decision="hold", reason=f"held by {detail}", blocking_checks=blocking)
-    if summary.status == "dry_run":
-        verdict = f"checks would hold it ({', '.join(blocking)})" if blocking else "checks would unblock it"
-        return Downstream(decision="hold", reason=f"dry run: nothing was committed; {verdict}",
-                          blocking_checks=blocking)
-    if summary.status == "no_input":
-        return Downstream(decision="hold", reason="no manifest declares this partition")
-    return Downstream(decision="hold", reason=f"the run failed; earlier output, if any, is unchanged: {summary.message}")
-
-
 def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
     status = "dry_run" if dry_run else "held" if done.held else "succeeded"
     message = ""
@@ -94,9 +61,11 @@ def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
 
 def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
     """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
-    summary = summary.model_copy(update={"downstream": decide_downstream(summary)})
-    path = leave_evidence_task(settings, summary, ctx)
-    return summary.model_copy(update={"evidence_path": str(path)})
+    return handover.hand_over(settings, summary, ctx, _leave_evidence)
+
+
+def _leave_evidence(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
+    return leave_evidence_task(settings, summary, ctx, refresh_summary=not handover.summary_deferred())
 
 
 def scheduled_partition() -> date:
@@ -155,14 +124,9 @@ def partition_flow(
         if not manifests:
             raise InputError(settings.manifest_dir, None, "manifest_id",
                              f"{manifest_id!r} is not a manifest of {dataset}/{partition_key}")
-    fingerprint = source_fingerprint(manifests)
-    who = RunIdentity(
-        dataset=dataset, partition_key=partition_key, batch_id=batch_id_for(dataset, partition_key, fingerprint),
-        run_id="", fingerprint=fingerprint, manifest_ids=tuple(m.manifest_id for m in manifests),
-        action=Action(action).value, mode=Mode(mode).value, reason_code=ActionReason(reason_code).value,
-        operator=operator, flow_run_id=str(flow_run.id) if flow_run.id else None,
-        partial=manifest_id is not None, accept_changed=accept_changed,
-    )
+    who = run_identity(dataset, partition_key, manifests, Action(action).value, Mode(mode).value,
+                       ActionReason(reason_code).value, operator, str(flow_run.id) if flow_run.id else None,
+                       partial=manifest_id is not None, accept_changed=accept_changed)
     ctx = RunContext(spec=spec, manifests=manifests, started_at=started, stages=stages, trace_id=_trace_id())
     dry_run = Mode(mode) is Mode.DRY_RUN
     if not manifests:
@@ -170,15 +134,12 @@ def partition_flow(
         return hand_over(settings, make_summary(replace(who, run_id=ledger.new_run_id()), "no_input",
                                              message="no manifest declares this partition"), ctx)
 
-    with reading(engine) as conn:
-        up_to_date = succeeded_with(conn, dataset, partition_key, fingerprint)
-        current = ledger.current_run(conn, dataset, who.partition)
-    if up_to_date and not force and not dry_run and manifest_id is None:
-        who, attempt, lake_note = record_skip(engine, who, open_lake(settings))
-        logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key, fingerprint[:12])
-        ctx.release_id = f"{dataset}/{who.partition}/{current}"
-        message = f"already succeeded from the same inputs (run {current})" + (f"; {lake_note}" if lake_note else "")
-        return hand_over(settings, make_summary(who, "skipped", attempt=attempt, message=message), ctx)
+    if not force and not dry_run and manifest_id is None:
+        skipped = handover.skip_if_up_to_date(settings, engine, who, ctx, _leave_evidence)
+        if skipped is not None:
+            logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key,
+                        who.fingerprint[:12])
+            return skipped
 
     try:
         with timed(stages, "read"):

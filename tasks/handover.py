@@ -1,8 +1,7 @@
-"""Leave a run's evidence behind: the JSON file, the Prefect artifacts, the delivery summary (one task)."""
+"""Leave a run's evidence behind as a Prefect task: `leave_evidence` plus the run's Prefect artifacts."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
@@ -11,18 +10,15 @@ from prefect.cache_policies import NO_CACHE
 from schemas.settings import FactorySettings
 from schemas.summary import PartitionSummary
 from tasks.artifacts import publish_artifacts
-from tasks.database import get_engine
-from tasks.evidence import RunContext, build_evidence, write_evidence
-from tasks.manifests import discover_manifests
-from tasks.report import write_delivery_summary
+from tasks.evidence import RunContext
+from tasks.report import leave_evidence
 
 
 @task(name="leave-evidence", cache_policy=NO_CACHE)
-def leave_evidence_task(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
-    """Evidence JSON (validated), markdown and table artifacts, then the regenerated delivery summary."""
-    evidence = build_evidence(summary, ctx, datetime.now(timezone.utc))
-    path = write_evidence(Path(settings.report_dir), evidence)
+def leave_evidence_task(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext,
+                        refresh_summary: bool = True) -> Path:
+    """Evidence JSON (validated), markdown and table artifacts, then (unless a backfill does it once at
+    its end) the regenerated delivery summary."""
+    path, evidence = leave_evidence(settings, summary, ctx, refresh_summary)
     publish_artifacts(evidence, path)
-    write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
-                           discover_manifests(Path(settings.manifest_dir)))
     return path

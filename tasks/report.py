@@ -12,8 +12,12 @@ from sqlalchemy.engine import make_url
 
 from schemas.datasets import DATASETS
 from schemas.manifest import SourceManifest
+from schemas.settings import FactorySettings
+from schemas.summary import PartitionSummary
 from tasks.atomic import write_atomic
-from tasks.evidence import latest_evidence
+from tasks.database import get_engine
+from tasks.evidence import RunContext, build_evidence, latest_evidence, write_evidence
+from tasks.manifests import discover_manifests
 from tasks.status import partition_status
 
 STATUS_ORDER = ("succeeded", "held", "untrusted", "failed", "missing", "no_input")
@@ -125,3 +129,15 @@ def write_delivery_summary(engine: Engine, report_dir: Path, manifests: list[Sou
     path = report_dir / SUMMARY_FILE
     write_atomic(path, delivery_summary(engine, report_dir, manifests))
     return path
+
+
+def leave_evidence(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext,
+                   refresh_summary: bool = True) -> tuple[Path, dict[str, Any]]:
+    """A run's evidence JSON (validated), then the regenerated delivery summary, unless the caller
+    (a backfill) regenerates it once when all its partitions are done."""
+    evidence = build_evidence(summary, ctx, datetime.now(timezone.utc))
+    path = write_evidence(Path(settings.report_dir), evidence)
+    if refresh_summary:
+        write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
+                               discover_manifests(Path(settings.manifest_dir)))
+    return path, evidence

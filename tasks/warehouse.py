@@ -21,7 +21,6 @@ from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
 from schemas.tables import BRONZE
 from schemas.tables import quarantine as quarantine_table
-from tasks.database import is_postgres
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with

@@ -152,7 +152,8 @@ def commit_with_evidence(url: str, manifest_dir: Path, day: date, lake: Lake, re
     """`commit`, then the run's evidence file, as partition_flow leaves it (without Prefect)."""
     from datetime import datetime, timezone
 
-    from flows.partition import _counted, decide_downstream
+    from flows.handover import decide_downstream
+    from flows.partition import _counted
     from tasks.evidence import RunContext, build_evidence, write_evidence
 
     started = datetime.now(timezone.utc)

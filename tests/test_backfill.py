@@ -57,6 +57,29 @@ def test_execute_matches_the_oracle_and_a_second_execute_does_nothing(factory_en
     assert data_tables(factory_env) == tables
 
 
+@sqlite_only
+def test_a_backfill_regenerates_the_delivery_summary_once_with_every_partition(
+        factory_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each partition leaves its evidence; the summary (a roll-up of all of them) is written at the end."""
+    import flows.handover as handover_module
+    import tasks.report as report_module
+
+    written: list[str] = []
+    real = report_module.write_delivery_summary
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        written.append("summary")
+        return real(*args)
+
+    monkeypatch.setattr(report_module, "write_delivery_summary", counted)
+    monkeypatch.setattr(handover_module, "write_delivery_summary", counted)
+    backfill_flow(dataset="tickets", start=START, end=END, mode="execute", max_concurrency=2)
+    summary = (tmp_path / "reports" / "delivery_summary.md").read_text()
+    assert written == ["summary"]
+    assert all(f"2026-04-{day}" in summary for day in (14, 16, 17))
+    assert len(list((tmp_path / "reports" / "run_evidence" / "tickets").rglob("*.json"))) == 3
+
+
 def test_a_failed_partition_does_not_stop_the_others_and_a_rerun_resumes(
         factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kill the 04-16 run part-way: the others land; the same command again runs only 04-16."""

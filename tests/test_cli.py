@@ -64,6 +64,26 @@ def test_demo_prints_every_partition_and_is_clean(workspace: Path, api_url: str)
     assert report["no_input"] == ["2026-04-15"]
 
 
+def test_a_no_op_run_is_recorded_without_any_prefect_server(workspace: Path, api_url: str) -> None:
+    """An up-to-date partition is skipped from the ledger alone: with the Prefect API unreachable the
+    skip still lands in the ledger, the decision log and a valid evidence file (no flow run behind it)."""
+    from sqlalchemy import create_engine, text
+
+    assert datafactory(workspace, "run", "--partition", "2026-04-14", api_url=api_url).returncode == 0
+    again = datafactory(workspace, "run", "--partition", "2026-04-14", "--json", api_url="http://127.0.0.1:9/api")
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert (summary["status"], summary["flow_run_id"]) == ("skipped", None)
+    engine = create_engine(f"sqlite:///{workspace / 'warehouse.db'}")
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT status FROM ingest_run ORDER BY started_at")).scalars().all()
+        decisions = conn.execute(text("SELECT COUNT(*) FROM decision_log WHERE run_id = :r"),
+                                 {"r": summary["run_id"]}).scalar_one()
+    assert (runs, decisions) == (["succeeded", "skipped"], 1)
+    evidence = json.loads(Path(summary["evidence_path"]).read_text())
+    assert (evidence["status"], evidence["downstream"]["decision"]) == ("skipped", "unblock")
+
+
 def test_changed_source_exits_2_with_one_line_and_writes_nothing(workspace: Path) -> None:
     source = workspace / "manifests/sources/tickets/2026-04-14/events.jsonl"
     source.write_text(source.read_text().replace("Refund request", "Refund requested"))
