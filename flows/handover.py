@@ -21,14 +21,12 @@ from schemas.settings import FactorySettings
 from schemas.summary import Downstream, PartitionSummary
 from tasks import ledger
 from tasks.commit import record_skip
-from tasks.database import get_engine
 from tasks.database import reading
 from tasks.evidence import RunContext
 from tasks.lake import open_lake
 from tasks.ledger import RunIdentity
 from tasks.manifests import batch_id_for, source_fingerprint
-from tasks.manifests import discover_manifests
-from tasks.report import leave_evidence, write_delivery_summary
+from tasks.report import leave_evidence, refresh_delivery_summary
 
 LeaveEvidence = Callable[[FactorySettings, PartitionSummary, RunContext], Path]
 
@@ -50,8 +48,7 @@ def one_delivery_summary(settings: FactorySettings) -> Iterator[None]:
         yield
     finally:
         _summary_deferred.reset(token)
-        write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
-                               discover_manifests(Path(settings.manifest_dir)))
+        refresh_delivery_summary(settings)
 
 
 def evidence_files(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:

@@ -138,6 +138,11 @@ def leave_evidence(settings: FactorySettings, summary: PartitionSummary, ctx: Ru
     evidence = build_evidence(summary, ctx, datetime.now(timezone.utc))
     path = write_evidence(Path(settings.report_dir), evidence)
     if refresh_summary:
-        write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
-                               discover_manifests(Path(settings.manifest_dir)))
+        refresh_delivery_summary(settings)
     return path, evidence
+
+
+def refresh_delivery_summary(settings: FactorySettings) -> Path:
+    """The delivery summary regenerated from the warehouse, the evidence and every declared manifest."""
+    return write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
+                                  discover_manifests(Path(settings.manifest_dir)))

@@ -61,7 +61,6 @@ def test_execute_matches_the_oracle_and_a_second_execute_does_nothing(factory_en
 def test_a_backfill_regenerates_the_delivery_summary_once_with_every_partition(
         factory_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each partition leaves its evidence; the summary (a roll-up of all of them) is written at the end."""
-    import flows.handover as handover_module
     import tasks.report as report_module
 
     written: list[str] = []
@@ -72,7 +71,6 @@ def test_a_backfill_regenerates_the_delivery_summary_once_with_every_partition(
         return real(*args)
 
     monkeypatch.setattr(report_module, "write_delivery_summary", counted)
-    monkeypatch.setattr(handover_module, "write_delivery_summary", counted)
     backfill_flow(dataset="tickets", start=START, end=END, mode="execute", max_concurrency=2)
     summary = (tmp_path / "reports" / "delivery_summary.md").read_text()
     assert written == ["summary"]
