@@ -609,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--operator", type=_operator, default="demo")
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser("run", parents=[common], help="materialize one partition")
+    run = sub.add_parser("run", parents=[common], help="materialize one partition", description=(
+        "Materialize one partition through partition_flow. A partition already up to date (same inputs, "
+        "no --force) is skipped from the ledger alone, without starting a Prefect server."))
     run.add_argument("--dataset", type=_dataset, default="tickets")
     run.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     run.add_argument("--mode", choices=["execute", "dry-run"], default="execute")
