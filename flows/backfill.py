@@ -1,4 +1,10 @@
-"""backfill_flow: plan a window of partitions, then (execute) run partition_flow for the gaps only."""
+"""backfill_flow: plan a window of partitions, then (execute) ingest the gaps only.
+
+Each partition is one task run of the backfill's flow run (its steps are plain calls, see
+flows/partition.py), with its own evidence, artifacts and ledger rows: a subflow per partition cost
+about a second of bookkeeping each. The manifests are parsed once, for the plan, and the delivery
+summary regenerated once, at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,30 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from functools import partial
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from flows.handover import one_delivery_summary
-from flows.partition import partition_flow, summary_of
-from schemas.datasets import get_dataset
+from flows.partition import Steps, ingest_partition
+from schemas.datasets import DatasetSpec, get_dataset
+from schemas.manifest import SourceManifest
 from schemas.reason_codes import Action, ActionReason, Mode
-from schemas.settings import load_settings
+from schemas.settings import FactorySettings, load_settings
+from schemas.summary import PartitionSummary
+from tasks.assets import as_materialization, source_assets, table_assets
 from tasks.database import get_engine, reading
+from tasks.evidence import RunContext
+from tasks.handover import leave_evidence_task
+from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import outcome_of_flow_run
-from tasks.manifests import discover_manifests
+from tasks.manifests import discover_manifests, partition_manifests
+from tasks.materialize import commit_partition_task, retry_on_transient
 from tasks.plan import ACTIONS, INGESTING, plan_backfill, write_plan
 
 
@@ -58,28 +75,76 @@ def _on_the_pool(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
             "flow_run_id": str(flow_run.id), "evidence_path": None}
 
 
-@task(name="run-partition", cache_policy=NO_CACHE)
-def run_partition_task(dataset: str, entry: dict[str, Any], reason_code: str | None, operator: str,
-                       deployment: str | None = None) -> dict[str, Any]:
-    """One partition of a backfill, isolated: its failure is recorded, not raised, so the others go on.
-    With `deployment`, the partition runs on that deployment's work pool instead of in this process."""
-    rerun = entry["proposed_action"] == Action.RERUN
+@task(name="run-partition-on-pool", cache_policy=NO_CACHE, task_run_name="{dataset}/{partition_key}")
+def run_on_pool_task(deployment: str, dataset: str, partition_key: date, reason_code: str, force: bool,
+                     operator: str) -> dict[str, Any]:
+    return _on_the_pool(deployment, {"dataset": dataset, "partition_key": partition_key.isoformat(),
+                                     "action": Action.BACKFILL.value, "reason_code": reason_code, "force": force,
+                                     "operator": operator})
+
+
+def _leave_in_task(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
+    """Evidence JSON and artifacts of this task run; the backfill regenerates the delivery summary at its end."""
+    return leave_evidence_task.fn(settings, summary, ctx, refresh_summary=False)
+
+
+def _steps_in_one_task(declared: list[SourceManifest]) -> Steps:
+    """The partition's steps as plain calls inside its one task run, from the manifests the backfill parsed."""
+    return Steps(manifests=partial(partition_manifests, discovered=declared), read=read_assets_task.fn,
+                 validate=validate_contract_task.fn, write=lambda *_: commit_partition_task.fn,
+                 leave=_leave_in_task)
+
+
+@task(name="backfill-partition", cache_policy=NO_CACHE, task_run_name="{dataset}/{partition_key}", retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_on_transient)
+def ingest_partition_task(settings: FactorySettings, dataset: str, partition_key: date,
+                          declared: list[SourceManifest], reason_code: str, force: bool,
+                          operator: str) -> PartitionSummary:
+    """One partition of a backfill as one task run (materializing its tables), retried when the failure
+    was transient; its ledger rows name the backfill's flow run."""
+    return ingest_partition(settings, dataset, partition_key, _steps_in_one_task(declared), action=Action.BACKFILL,
+                            reason_code=ActionReason(reason_code), force=force, operator=operator)
+
+
+def _submit(runner: TaskRunner, settings: FactorySettings, spec: DatasetSpec, entry: dict[str, Any],
+            manifests: list[SourceManifest], reason_code: str | None, operator: str,
+            deployment: str | None) -> PrefectFuture[Any]:
+    day = date.fromisoformat(entry["partition_key"])
     why = reason_code or ACTIONS[entry["gap_reason"]][1] or ActionReason.OPERATOR_REQUEST.value
+    rerun = entry["proposed_action"] == Action.RERUN
     if deployment:
-        return _on_the_pool(deployment, {"dataset": dataset, "partition_key": entry["partition_key"],
-                                         "action": Action.BACKFILL.value, "reason_code": why, "force": rerun,
+        return runner.submit(run_on_pool_task, {"deployment": deployment, "dataset": spec.name, "partition_key": day,
+                                                "reason_code": why, "force": rerun, "operator": operator})
+    declared = [m for m in manifests if m.dataset == spec.name and m.partition_key == day]
+    materializing = as_materialization(ingest_partition_task, table_assets(settings.database_url, spec),
+                                       source_assets(declared))
+    return runner.submit(materializing, {"settings": settings, "dataset": spec.name, "partition_key": day,
+                                         "declared": declared, "reason_code": why, "force": rerun,
                                          "operator": operator})
-    try:
-        summary = summary_of(partition_flow(
-            dataset=dataset, partition_key=date.fromisoformat(entry["partition_key"]), action=Action.BACKFILL,
-            reason_code=ActionReason(why), force=rerun, operator=operator, return_state=True))
-    except Exception as exc:  # per-partition isolation: the ledger and this result carry the error
-        get_run_logger().warning("%s/%s failed: %s", dataset, entry["partition_key"], exc)
-        return {"partition_key": entry["partition_key"], "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return {"partition_key": entry["partition_key"], "status": summary.status,
-            "error": summary.message if summary.status == "held" else None,
-            "bronze_inserted": summary.bronze_inserted, "invalid": summary.invalid, "run_id": summary.run_id,
-            "evidence_path": summary.evidence_path}
+
+
+def _outcome(entry: dict[str, Any], future: PrefectFuture[Any]) -> dict[str, Any]:
+    """A partition's result; its failure is recorded here (and in the ledger), not raised, so the others go on."""
+    result = future.result(raise_on_failure=False)
+    if isinstance(result, dict):  # on the work pool
+        return result
+    if isinstance(result, BaseException):
+        get_run_logger().warning("%s failed: %s", entry["partition_key"], result)
+        return {"partition_key": entry["partition_key"], "status": "failed",
+                "error": f"{type(result).__name__}: {result}"}
+    return {"partition_key": entry["partition_key"], "status": result.status,
+            "error": result.message if result.status == "held" else None,
+            "bronze_inserted": result.bronze_inserted, "invalid": result.invalid, "run_id": result.run_id,
+            "evidence_path": result.evidence_path}
+
+
+def _task_runner(max_concurrency: int, dask_address: str | None) -> TaskRunner:
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=max(1, max_concurrency))
 
 
 @flow(name="backfill-flow")
@@ -93,6 +158,7 @@ def backfill_flow(
     reason_code: ActionReason | None = None,
     operator: str = "datafactory",
     deployment: str | None = None,
+    dask_address: str | None = None,
 ) -> BackfillSummary:
     """Plan every partition of [start, end]; in execute mode run the ones with a gap, at most
     `max_concurrency` at a time. Resumable: a second run plans again and finds only what is left.
@@ -107,7 +173,9 @@ def backfill_flow(
         reason_code: why; empty = each partition's gap reason
         operator: who asked for it, for the decision log
         deployment: run each partition as a flow run of this deployment (e.g. partition-flow/tickets-daily)
-            on its work pool, at most max_concurrency at a time; empty = subflows in this process
+            on its work pool, at most max_concurrency at a time; empty = one task run per partition
+        dask_address: run the partitions' task runs on this Dask cluster (tcp://host:8786) with
+            prefect-dask's DaskTaskRunner, as many at a time as it has workers; empty = threads in this process
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -130,11 +198,9 @@ def backfill_flow(
                 len(todo), plan_path)
     results: list[dict[str, Any]] = []
     if mode is Mode.EXECUTE and todo:
-        with one_delivery_summary(settings), ThreadPoolTaskRunner(max_workers=max(1, max_concurrency)) as runner:
-            futures = [runner.submit(run_partition_task, {"dataset": dataset, "entry": entry,
-                                                          "reason_code": reason_code.value if reason_code else None,
-                                                          "operator": operator, "deployment": deployment})
-                       for entry in todo]
-            results = [future.result() for future in futures]
+        with one_delivery_summary(settings), _task_runner(max_concurrency, dask_address) as runner:
+            futures = [_submit(runner, settings, spec, entry, manifests,
+                               reason_code.value if reason_code else None, operator, deployment) for entry in todo]
+            results = [_outcome(entry, future) for entry, future in zip(todo, futures)]
     return BackfillSummary(backfill_id=plan["backfill_id"], plan_path=str(plan_path), mode=mode.value,
                            planned=len(entries), to_ingest=len(todo), by_gap_reason=by_gap, results=results)

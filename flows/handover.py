@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -30,30 +29,19 @@ from tasks.report import leave_evidence, refresh_delivery_summary
 
 LeaveEvidence = Callable[[FactorySettings, PartitionSummary, RunContext], Path]
 
-# Set while a backfill runs its partitions: each leaves its evidence but not the delivery summary,
-# which rolls up every partition and is regenerated once, at the end (not once per partition).
-_summary_deferred: ContextVar[bool] = ContextVar("summary_deferred", default=False)
-
-
-def summary_deferred() -> bool:
-    return _summary_deferred.get()
-
-
 @contextmanager
 def one_delivery_summary(settings: FactorySettings) -> Iterator[None]:
-    """Partition runs inside this block (threads Prefect starts copy the context) leave the delivery
-    summary alone; it is regenerated once when the block ends, however it ends."""
-    token = _summary_deferred.set(True)
+    """The delivery summary rolls up every partition: a backfill's partition runs leave it alone and it
+    is regenerated once, when this block ends, however it ends (not once per partition)."""
     try:
         yield
     finally:
-        _summary_deferred.reset(token)
         refresh_delivery_summary(settings)
 
 
 def evidence_files(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
     """Evidence without a flow run: the JSON file and the delivery summary, no Prefect artifacts."""
-    return leave_evidence(settings, summary, ctx, refresh_summary=not summary_deferred())[0]
+    return leave_evidence(settings, summary, ctx, refresh_summary=True)[0]
 
 
 def make_summary(who: RunIdentity, status: str, **fields: Any) -> PartitionSummary:

@@ -1,13 +1,18 @@
-"""partition_flow: materialize one (dataset, partition). Every recovery action goes through here."""
+"""partition_flow: materialize one (dataset, partition). Every recovery action goes through here.
+
+The run itself is `ingest_partition`, written once over its `Steps`: a partition flow run executes
+each step as a Prefect task; a backfill runs each partition as one task run whose steps are plain
+calls (one task run per partition instead of a subflow with five: see flows/backfill.py).
+"""
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -15,8 +20,8 @@ from prefect.states import Failed, State
 
 from flows import handover
 from flows.handover import make_summary, run_identity
-from schemas.datasets import get_dataset
-from schemas.manifest import partition_out_of_range
+from schemas.datasets import DatasetSpec, get_dataset
+from schemas.manifest import SourceManifest, partition_out_of_range
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import FactorySettings, load_settings
 from schemas.summary import PartitionSummary
@@ -30,6 +35,8 @@ from tasks.handover import leave_evidence_task
 from tasks.ingest import read_assets_task, validate_contract_task, validate_manifests_task
 from tasks.lake import open_lake
 from tasks.materialize import commit_partition_task
+from tasks.read import RawBatch
+from tasks.validate import ValidatedBatch
 
 
 @contextmanager
@@ -39,6 +46,39 @@ def timed(stages: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         stages[name] = time.perf_counter() - began
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How each step of a partition run executes: as its own Prefect task, or as a plain call."""
+
+    manifests: Callable[[Path, str, date, bool], list[SourceManifest]]
+    read: Callable[[DatasetSpec, list[SourceManifest], Path], RawBatch]
+    validate: Callable[[DatasetSpec, RawBatch, date], ValidatedBatch]
+    write: Callable[[FactorySettings, DatasetSpec, list[SourceManifest], bool], Callable[..., Committed]]
+    leave: handover.LeaveEvidence
+
+
+def _write_as_task(settings: FactorySettings, spec: DatasetSpec, manifests: list[SourceManifest],
+                   dry_run: bool) -> Callable[..., Committed]:
+    """The write task, declared as materializing the tables from the sources (a dry run materializes nothing)."""
+    if dry_run:
+        return commit_partition_task
+    return as_materialization(commit_partition_task, table_assets(settings.database_url, spec),
+                              source_assets(manifests))
+
+
+def _leave_as_task(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
+    return leave_evidence_task(settings, summary, ctx)
+
+
+AS_TASKS = Steps(manifests=validate_manifests_task, read=read_assets_task, validate=validate_contract_task,
+                 write=_write_as_task, leave=_leave_as_task)
+
+
+def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
+    """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
+    return handover.hand_over(settings, summary, ctx, _leave_as_task)
 
 
 def _trace_id() -> str | None:
@@ -57,15 +97,6 @@ def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
     return make_summary(done.who, status, attempt=done.attempt, waited_for=done.result.waited_for,
                     checks=done.checks, message=message, lake_snapshot=done.snapshot_summary,
                     **done.counts.model_dump())
-
-
-def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
-    """Decide downstream, then leave the evidence: JSON file, Prefect artifacts, delivery summary."""
-    return handover.hand_over(settings, summary, ctx, _leave_evidence)
-
-
-def _leave_evidence(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> Path:
-    return leave_evidence_task(settings, summary, ctx, refresh_summary=not handover.summary_deferred())
 
 
 def scheduled_partition() -> date:
@@ -108,34 +139,53 @@ def partition_flow(
         operator: who asked for it, for the decision log
         accept_changed: take changed source files as they are now instead of refusing them
     """
+    summary = ingest_partition(
+        load_settings(), dataset, partition_key or scheduled_partition(), AS_TASKS, mode=Mode(mode),
+        action=Action(action), reason_code=ActionReason(reason_code), manifest_id=manifest_id, force=force,
+        operator=operator, accept_changed=accept_changed)
+    if summary.status == "held":
+        return Failed(message=f"{dataset}/{summary.partition_key} held: {summary.downstream.reason}",  # type: ignore[union-attr]
+                      data=summary)
+    return summary
+
+
+def ingest_partition(settings: FactorySettings, dataset: str, partition_key: date, steps: Steps, *,
+                     mode: Mode = Mode.EXECUTE, action: Action = Action.RUN,
+                     reason_code: ActionReason = ActionReason.OPERATOR_REQUEST, manifest_id: str | None = None,
+                     force: bool = False, operator: str = "datafactory",
+                     accept_changed: bool = False) -> PartitionSummary:
+    """One partition run inside a flow run (its id and root go to the ledger and the evidence): held
+    runs return their summary; a failed run leaves its evidence, then raises."""
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
-    partition_key = partition_key or scheduled_partition()
     if (why := partition_out_of_range(partition_key)) is not None:
         raise InputError("partition_key", None, "partition_key", why)
-    settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
     stages: dict[str, float] = {}
     with timed(stages, "manifests"):
-        manifests = validate_manifests_task(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
+        manifests = steps.manifests(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
         if not manifests:
             raise InputError(settings.manifest_dir, None, "manifest_id",
                              f"{manifest_id!r} is not a manifest of {dataset}/{partition_key}")
-    who = run_identity(dataset, partition_key, manifests, Action(action).value, Mode(mode).value,
-                       ActionReason(reason_code).value, operator, str(flow_run.id) if flow_run.id else None,
-                       partial=manifest_id is not None, accept_changed=accept_changed)
+    who = run_identity(dataset, partition_key, manifests, action.value, mode.value, reason_code.value, operator,
+                       str(flow_run.id) if flow_run.id else None, partial=manifest_id is not None,
+                       accept_changed=accept_changed)
     ctx = RunContext(spec=spec, manifests=manifests, started_at=started, stages=stages, trace_id=_trace_id())
-    dry_run = Mode(mode) is Mode.DRY_RUN
+    dry_run = mode is Mode.DRY_RUN
+
+    def hand(summary: PartitionSummary) -> PartitionSummary:
+        return handover.hand_over(settings, summary, ctx, steps.leave)
+
     if not manifests:
         logger.info("%s/%s: no manifest declares this partition; nothing to ingest", dataset, partition_key)
-        return hand_over(settings, make_summary(replace(who, run_id=ledger.new_run_id()), "no_input",
-                                             message="no manifest declares this partition"), ctx)
+        return hand(make_summary(replace(who, run_id=ledger.new_run_id()), "no_input",
+                                 message="no manifest declares this partition"))
 
     if not force and not dry_run and manifest_id is None:
-        skipped = handover.skip_if_up_to_date(settings, engine, who, ctx, _leave_evidence)
+        skipped = handover.skip_if_up_to_date(settings, engine, who, ctx, steps.leave)
         if skipped is not None:
             logger.info("%s/%s: already succeeded from fingerprint %s; skipped", dataset, partition_key,
                         who.fingerprint[:12])
@@ -143,13 +193,12 @@ def partition_flow(
 
     try:
         with timed(stages, "read"):
-            raw = read_assets_task(spec, manifests, Path(settings.manifest_dir))
+            raw = steps.read(spec, manifests, Path(settings.manifest_dir))
         ctx.read_counts = raw.read_counts
         with timed(stages, "validate"):
-            batch = validate_contract_task(spec, raw, partition_key)
+            batch = steps.validate(spec, raw, partition_key)
         del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
-        write = commit_partition_task if dry_run else as_materialization(
-            commit_partition_task, table_assets(settings.database_url, spec), source_assets(manifests))
+        write = steps.write(settings, spec, manifests, dry_run)
         # a replay is a subset of the partition's inputs: the partition's lake snapshot stays as it is
         lake = None if dry_run or who.partial else open_lake(settings)
         with timed(stages, "write_check_and_snapshot"):
@@ -162,8 +211,8 @@ def partition_flow(
             last = (recorded[0].run_id, recorded[1]) if recorded else None
         failed_who = replace(who, run_id=last[0] if last else ledger.new_run_id())
         try:
-            hand_over(settings, make_summary(failed_who, "failed", attempt=last[1] if last else None,
-                                          message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__), ctx)
+            hand(make_summary(failed_who, "failed", attempt=last[1] if last else None,
+                              message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         except Exception as evidence_error:  # the run's own failure is what the operator must see
             logger.error("%s/%s: could not write evidence of the failure: %s", dataset, partition_key, evidence_error)
         raise
@@ -173,17 +222,15 @@ def partition_flow(
         with reading(engine) as conn:
             current = ledger.current_run(conn, dataset, who.partition)
         ctx.release_id = f"{dataset}/{who.partition}/{current}"
-        return hand_over(settings, make_summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
-                                             message="the run we waited for produced the same inputs"), ctx)
+        return hand(make_summary(done.who, "skipped", attempt=done.attempt, waited_for=done.result.waited_for,
+                                 message="the run we waited for produced the same inputs"))
     ctx.lake_note = done.lake_note
-    summary = hand_over(settings, _counted(done, dry_run), ctx)
+    summary = hand(_counted(done, dry_run))
     logger.info(
         "%s/%s %s: total=%d valid=%d invalid=%d bronze_inserted=%d silver_inserted=%d silver_updated=%d",
         dataset, partition_key, summary.status, summary.total, summary.valid, summary.invalid,
         summary.bronze_inserted, summary.silver_inserted, summary.silver_updated,
     )
-    if summary.status == "held":
-        return Failed(message=f"{dataset}/{partition_key} held: {summary.downstream.reason}", data=summary)  # type: ignore[union-attr]
     return summary
 
 

@@ -360,14 +360,15 @@ def delivery_order(manifests: Iterable[SourceManifest]) -> list[SourceManifest]:
     return sorted(manifests, key=lambda m: (m.partition_key, m.produced_at, m.manifest_id))
 
 
-def partition_manifests(manifest_dir: Path, dataset: str, partition_key: date,
-                        accept_changed: bool = False) -> list[SourceManifest]:
-    """The verified manifests of one (dataset, partition), in delivery order.
+def partition_manifests(manifest_dir: Path, dataset: str, partition_key: date, accept_changed: bool = False,
+                        discovered: list[SourceManifest] | None = None) -> list[SourceManifest]:
+    """The verified manifests of one (dataset, partition), in delivery order; from `discovered` when the
+    caller (a backfill) has parsed the directory already, instead of parsing it again.
 
     With `accept_changed`, assets whose files changed are taken as they are now: the returned manifest
     carries their actual sha256 and record count, so the fingerprint (and the batch) are new.
     """
-    chosen = [m for m in discover_manifests(manifest_dir)
+    chosen = [m for m in (discover_manifests(manifest_dir) if discovered is None else discovered)
               if m.dataset == dataset and m.partition_key == partition_key]
     return delivery_order(verify_manifests(chosen, manifest_dir, accept_changed))
 

@@ -164,3 +164,16 @@ def commit_with_evidence(url: str, manifest_dir: Path, day: date, lake: Lake, re
                      started_at=started)
     write_evidence(report_dir, build_evidence(summary, ctx, datetime.now(timezone.utc)))
     return done
+
+
+def client_call(call: Any) -> Any:
+    """Await `call(client)` with a Prefect client of the current API (the test harness's)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def run() -> Any:
+        async with get_client() as client:
+            return await call(client)
+
+    return asyncio.run(run())

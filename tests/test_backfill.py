@@ -19,7 +19,7 @@ from tasks.errors import InputError
 from tasks.manifests import discover_manifests
 from tasks.plan import plan_backfill, plan_json_schema
 from tests.conftest import sqlite_only
-from tests.helpers import all_tables, data_tables, silver_rows
+from tests.helpers import all_tables, client_call, data_tables, silver_rows
 from tests.oracle import expected_state
 
 pytestmark = pytest.mark.flow
@@ -81,20 +81,20 @@ def test_a_backfill_regenerates_the_delivery_summary_once_with_every_partition(
 def test_a_failed_partition_does_not_stop_the_others_and_a_rerun_resumes(
         factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kill the 04-16 run part-way: the others land; the same command again runs only 04-16."""
-    real = backfill_module.partition_flow
+    real = backfill_module.ingest_partition
 
-    def dies_on_the_16th(**kwargs):  # type: ignore[no-untyped-def]
-        if kwargs["partition_key"] == date(2026, 4, 16):
+    def dies_on_the_16th(settings, dataset, partition_key, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if partition_key == date(2026, 4, 16):
             raise RuntimeError("worker killed (injected)")
-        return real(**kwargs)
+        return real(settings, dataset, partition_key, *args, **kwargs)
 
-    monkeypatch.setattr(backfill_module, "partition_flow", dies_on_the_16th)
+    monkeypatch.setattr(backfill_module, "ingest_partition", dies_on_the_16th)
     first = backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
     assert {r["partition_key"]: r["status"] for r in first.results} == {
         "2026-04-14": "succeeded", "2026-04-16": "failed", "2026-04-17": "succeeded"}
     assert first.failed[0]["error"] == "RuntimeError: worker killed (injected)"
 
-    monkeypatch.setattr(backfill_module, "partition_flow", real)
+    monkeypatch.setattr(backfill_module, "ingest_partition", real)
     again = backfill_flow(dataset="tickets", start=START, end=END, mode="execute")
     assert [(r["partition_key"], r["status"]) for r in again.results] == [("2026-04-16", "succeeded")]
 
@@ -158,3 +158,27 @@ def test_a_held_partition_is_reported_and_the_next_plan_holds_it(factory_env: st
     again = backfill_flow(dataset="tickets", start=D20, end=D20, mode="dry-run")
     assert [(r["partition_key"], r["status"]) for r in first.held] == [("2026-04-20", "held")]
     assert [(e["gap_reason"], e["proposed_action"]) for e in _plan(again)["entries"]] == [("held_partition", "hold")]
+
+
+@sqlite_only  # what Prefect shows does not depend on the warehouse
+def test_each_partition_is_one_task_run_of_the_backfill_with_its_evidence_artifact(factory_env: str) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    state = backfill_flow(dataset="tickets", start=START, end=END, mode="execute", return_state=True)
+    backfill_run = state.state_details.flow_run_id
+    days = ["2026-04-14", "2026-04-16", "2026-04-17"]
+
+    async def read(client):  # type: ignore[no-untyped-def]
+        runs = await client.read_flow_runs()
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[backfill_run])))
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"tickets-{day}-evidence" for day in days])))
+        return runs, tasks, artifacts
+
+    runs, tasks, artifacts = client_call(read)
+    assert [r.id for r in runs if r.parent_task_run_id in {t.id for t in tasks}] == []  # no subflows
+    partition_tasks = {t.name: t for t in tasks if t.name.startswith("tickets/")}
+    assert sorted(partition_tasks) == [f"tickets/{day}" for day in days]
+    assert {t.state_type.value for t in partition_tasks.values()} == {"COMPLETED"}
+    by_task = {a.task_run_id: a.key for a in artifacts if a.flow_run_id == backfill_run}
+    assert sorted(by_task[t.id] for t in partition_tasks.values()) == [f"tickets-{day}-evidence" for day in days]

@@ -12,7 +12,7 @@ import pytest
 
 from flows.partition import partition_flow, run_partition, summary_of
 from tests.conftest import sqlite_only
-from tests.helpers import fail_the_write
+from tests.helpers import client_call, fail_the_write
 from tests.test_checks import D20, mostly_invalid
 
 # evidence, artifacts and assets do not depend on the database: SQLite only, to keep the suite fast
@@ -23,16 +23,6 @@ D14 = date(2026, 4, 14)
 def _evidence_files(tmp_path: Path, partition: str) -> list[dict[str, Any]]:
     files = (tmp_path / "reports" / "run_evidence" / "tickets" / partition).glob("*.json")
     return sorted((json.loads(p.read_text()) for p in files), key=lambda e: e["timings"]["started_at"])
-
-
-def _client_call(call: Any) -> Any:
-    from prefect.client.orchestration import get_client
-
-    async def run() -> Any:
-        async with get_client() as client:
-            return await call(client)
-
-    return asyncio.run(run())
 
 
 def test_a_held_partition_ends_the_flow_run_failed_naming_the_check(factory_env: str, sample_dir: Path) -> None:
@@ -89,7 +79,7 @@ def test_artifacts_are_published_under_stable_keys(factory_env: str) -> None:
         keys = ["tickets-2026-04-14-evidence", "tickets-2026-04-14-counts"]
         return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
 
-    artifacts = {a.key: a for a in _client_call(read) if str(a.flow_run_id) == summary.flow_run_id}
+    artifacts = {a.key: a for a in client_call(read) if str(a.flow_run_id) == summary.flow_run_id}
     assert {k: a.type for k, a in artifacts.items()} == {
         "tickets-2026-04-14-evidence": "markdown", "tickets-2026-04-14-counts": "table"}
     assert "downstream UNBLOCK" in artifacts["tickets-2026-04-14-evidence"].data
@@ -114,7 +104,7 @@ def test_tables_are_materialized_as_prefect_assets_with_row_counts(factory_env: 
             await asyncio.sleep(0.25)
         return events
 
-    materialized = {e["resource"]["prefect.resource.id"].removeprefix(ours): e["payload"] for e in _client_call(read)}
+    materialized = {e["resource"]["prefect.resource.id"].removeprefix(ours): e["payload"] for e in client_call(read)}
     assert materialized["raw_ticket_event"]["rows_inserted"] == 8
     assert materialized["ticket_fact"]["rows_inserted"] == 4
     assert set(materialized) == {"raw_ticket_event", "ticket_fact", "quarantine"}

@@ -4,7 +4,6 @@ both lakes; health finds it in its window; the partition is untrusted (held back
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Callable
 
