@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from contextlib import contextmanager
 from functools import partial
 
 from prefect import flow, get_run_logger, task
@@ -30,6 +31,7 @@ from schemas.settings import FactorySettings, load_settings
 from schemas.summary import PartitionSummary
 from tasks.assets import as_materialization, source_assets, table_assets
 from tasks.database import get_engine, reading
+from tasks.errors import FactoryError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
 from tasks.ingest import read_assets_task, validate_contract_task
@@ -139,10 +141,28 @@ def _outcome(entry: dict[str, Any], future: PrefectFuture[Any]) -> dict[str, Any
             "evidence_path": result.evidence_path}
 
 
-def _task_runner(max_concurrency: int, dask_address: str | None) -> TaskRunner:
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
+@contextmanager
+def _task_runner(max_concurrency: int, dask_address: str | None) -> Iterator[TaskRunner]:
+    """Threads in this process, or the workers of an existing Dask cluster (named in one line when unreachable)."""
+    runner = _runner(max_concurrency, dask_address)
+    try:
+        runner.__enter__()
+        if dask_address:
+            runner.client  # type: ignore[attr-defined]  # connect now: prefect-dask connects on first submit
+    except OSError as exc:
+        raise FactoryError(f"--dask-address {dask_address}: no Dask scheduler answers there ({exc})") from None
+    try:
+        yield runner
+    finally:
+        runner.__exit__(None, None, None)
 
+
+def _runner(max_concurrency: int, dask_address: str | None) -> TaskRunner:
+    if dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise FactoryError("--dask-address needs prefect-dask: pip install 'data-factory[dask]'") from None
         return DaskTaskRunner(address=dask_address)
     return ThreadPoolTaskRunner(max_workers=max(1, max_concurrency))
 

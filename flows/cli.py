@@ -321,7 +321,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     summary = _progress_while(get_engine(settings.database_url), args.dataset, since, plan_dir, lambda: backfill_flow(
         dataset=args.dataset, start=args.start, end=args.end, mode=args.mode, only_gaps=not args.all,
         max_concurrency=args.concurrency, reason_code=args.reason, operator=args.operator,
-        deployment=args.deployment))
+        deployment=args.deployment, dask_address=args.dask_address))
     plan = json.loads(Path(summary.plan_path).read_text())
     if args.json:
         _print_json({**summary.model_dump(), "plan": plan})
@@ -632,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--operator", type=_operator, default="cli")
     backfill.add_argument("--deployment", default=None,
                           help="fan out: run partitions as flow runs of this deployment on its work pool")
+    backfill.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                          help="run the partitions on this Dask cluster's workers (prefect-dask's DaskTaskRunner; "
+                               "needs the dask extra)")
     backfill.set_defaults(func=cmd_backfill)
 
     replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")

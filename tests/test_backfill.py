@@ -182,3 +182,19 @@ def test_each_partition_is_one_task_run_of_the_backfill_with_its_evidence_artifa
     assert {t.state_type.value for t in partition_tasks.values()} == {"COMPLETED"}
     by_task = {a.task_run_id: a.key for a in artifacts if a.flow_run_id == backfill_run}
     assert sorted(by_task[t.id] for t in partition_tasks.values()) == [f"tickets-{day}-evidence" for day in days]
+
+
+@sqlite_only  # the task runner, not the warehouse, is under test
+def test_a_backfill_on_a_dask_cluster_matches_the_oracle(factory_env: str, sample_dir: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = backfill_flow(dataset="tickets", start=START, end=END, mode="execute",
+                                dask_address=cluster.scheduler_address)
+        finished_on_dask = cluster.scheduler.task_prefixes["ingest_partition_task"].state_counts["memory"]
+    assert finished_on_dask == 3
+    assert sorted((r["partition_key"], r["status"]) for r in summary.results) == [
+        ("2026-04-14", "succeeded"), ("2026-04-16", "succeeded"), ("2026-04-17", "succeeded")]
+    expected = expected_state(sample_dir)
+    silver = {k: (v["last_event_id"], v["status"]) for k, v in silver_rows(factory_env).items()}
+    assert silver == {k: (e, s) for k, (e, _, s, _) in expected.silver.items()}
