@@ -60,7 +60,7 @@ def ours(url: str, root: Path) -> float:
     result, rejected = done.result, done.rejected
     elapsed = time.perf_counter() - started
     print(f"  ours: bronze_inserted={result.bronze_inserted} silver_inserted={result.silver_inserted} "
-          f"rejected={rejected.height} in {elapsed:.1f}s")
+          f"rejected={rejected} in {elapsed:.1f}s")
     return elapsed
 
 

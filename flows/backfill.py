@@ -34,7 +34,6 @@ from tasks.database import get_engine, reading
 from tasks.errors import FactoryError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
-from tasks.ingest import read_assets_task, validate_contract_task
 from tasks.ledger import outcome_of_flow_run
 from tasks.manifests import discover_manifests, partition_manifests
 from tasks.materialize import commit_partition_task, retry_on_transient
@@ -92,8 +91,7 @@ def _leave_in_task(settings: FactorySettings, summary: PartitionSummary, ctx: Ru
 
 def _steps_in_one_task(declared: list[SourceManifest]) -> Steps:
     """The partition's steps as plain calls inside its one task run, from the manifests the backfill parsed."""
-    return Steps(manifests=partial(partition_manifests, discovered=declared), read=read_assets_task.fn,
-                 validate=validate_contract_task.fn, write=lambda *_: commit_partition_task.fn,
+    return Steps(manifests=partial(partition_manifests, discovered=declared), write=lambda *_: commit_partition_task.fn,
                  leave=_leave_in_task)
 
 

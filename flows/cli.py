@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
+from flows.local_server import use_if_running
 from flows.prefect_env import apply_quiet_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -583,12 +584,44 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tasks.generate import generate_partitions
 
     args.out.mkdir(parents=True, exist_ok=True)
-    written = generate_partitions(args.out, args.start, args.days, args.events_per_day, args.tickets)
+    written = generate_partitions(args.out, args.start, args.days, args.events_per_day, args.tickets,
+                                  defect_every=args.defect_every)
     if args.json:
         _print_json([str(p) for p in written])
     else:
         print(f"wrote {len(written)} partition(s) of {args.events_per_day} events under {args.out}")
         print(f"use them with: FACTORY_MANIFEST_DIR={args.out} datafactory run --dataset tickets --partition {args.start}")
+    return EXIT_OK
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows import local_server
+
+    if args.server_command == "start":
+        try:
+            server, started = local_server.start(args.port)
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
+        state = {"running": True, "started_now": started, "pid": server.pid, "api_url": server.api_url,
+                 "ui_url": server.ui_url}
+    elif args.server_command == "stop":
+        stopped = local_server.stop()
+        state = {"running": False, "stopped": None if stopped is None else stopped.pid}
+    else:
+        found = local_server.recorded()
+        state = {"running": found is not None} | ({"pid": found.pid, "api_url": found.api_url,
+                                                   "ui_url": found.ui_url} if found else {})
+    if args.json:
+        _print_json(state)
+    elif args.server_command == "start":
+        print(f"prefect server {'started' if state['started_now'] else 'already running'} (pid {state['pid']}): "
+              f"{state['ui_url']}")
+        print(f"datafactory commands in this directory use it while it runs (unless PREFECT_API_URL is set); "
+              f"stop it with `datafactory server stop`. Log: {local_server.LOG_FILE}")
+    elif args.server_command == "stop":
+        print(f"stopped the prefect server (pid {state['stopped']})" if state["stopped"] else "no server was running")
+    else:
+        print(f"running (pid {state['pid']}): {state['ui_url']}" if state["running"] else "not running")
     return EXIT_OK
 
 
@@ -711,9 +744,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--events-per-day", type=_bounded(1, 100_000_000), default=1000)
     generate.add_argument("--tickets", type=_bounded(1, 100_000_000), default=None,
                           help="distinct tickets (default: events/4)")
+    generate.add_argument("--defect-every", type=_bounded(0, 100_000_000), default=0, metavar="N",
+                          help="one of each realistic defect (malformed line, contract violation, future event, "
+                               "duplicate, conflicting duplicate, late update) per N lines; 0 = none")
     generate.add_argument("--start", type=_date, default=date(2026, 4, 17))
     generate.add_argument("--out", type=Path, default=Path(".factory/synthetic"))
     generate.set_defaults(func=cmd_generate)
+
+    server = sub.add_parser("server", parents=[common], help="a local Prefect server commands share (opt-in)",
+                            description=(
+        "With no Prefect API configured, every command that runs a flow starts Prefect's ephemeral server "
+        "(seconds each time). `server start` starts one `prefect server start` on loopback in the background; "
+        "commands run from this directory use it until `server stop`. PREFECT_API_URL, when set in the "
+        "environment or the active profile, always wins."))
+    ssub = server.add_subparsers(dest="server_command", required=True, parser_class=OneLineParser)
+    start = ssub.add_parser("start", parents=[common], help="start it (or find it running)")
+    start.add_argument("--port", type=_bounded(1024, 65535), default=4242)
+    ssub.add_parser("stop", parents=[common], help="stop it")
+    ssub.add_parser("status", parents=[common], help="is it running?")
+    server.set_defaults(func=cmd_server)
     return parser
 
 
@@ -725,6 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_quiet_defaults(None if verbose else {"PREFECT_LOGGING_LEVEL": "CRITICAL"})
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors exit 2 through argparse
+    if args.command != "server":
+        use_if_running()  # `datafactory server start` made one: no ephemeral server per command
 
     from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError

@@ -32,11 +32,10 @@ from tasks.database import get_engine, reading
 from tasks.errors import InputError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
-from tasks.ingest import read_assets_task, validate_contract_task, validate_manifests_task
+from tasks.delivery import Delivery
+from tasks.ingest import validate_manifests_task
 from tasks.lake import open_lake
 from tasks.materialize import commit_partition_task
-from tasks.read import RawBatch
-from tasks.validate import ValidatedBatch
 
 
 @contextmanager
@@ -53,8 +52,7 @@ class Steps:
     """How each step of a partition run executes: as its own Prefect task, or as a plain call."""
 
     manifests: Callable[[Path, str, date, bool], list[SourceManifest]]
-    read: Callable[[DatasetSpec, list[SourceManifest], Path], RawBatch]
-    validate: Callable[[DatasetSpec, RawBatch, date], ValidatedBatch]
+    # reads, validates and writes the partition chunk by chunk (tasks/delivery.py), then checks and snapshots
     write: Callable[[FactorySettings, DatasetSpec, list[SourceManifest], bool], Callable[..., Committed]]
     leave: handover.LeaveEvidence
 
@@ -72,8 +70,7 @@ def _leave_as_task(settings: FactorySettings, summary: PartitionSummary, ctx: Ru
     return leave_evidence_task(settings, summary, ctx)
 
 
-AS_TASKS = Steps(manifests=validate_manifests_task, read=read_assets_task, validate=validate_contract_task,
-                 write=_write_as_task, leave=_leave_as_task)
+AS_TASKS = Steps(manifests=validate_manifests_task, write=_write_as_task, leave=_leave_as_task)
 
 
 def hand_over(settings: FactorySettings, summary: PartitionSummary, ctx: RunContext) -> PartitionSummary:
@@ -87,6 +84,13 @@ def _trace_id() -> str | None:
         return str(flow_run.root_flow_run_id or flow_run.id)
     except Exception:  # outside a server-backed run there is no root to look up
         return str(flow_run.id) if flow_run.id else None
+
+
+def _split_reading_out(stages: dict[str, float], reading: dict[str, float]) -> None:
+    """The write step reads and validates its chunks as it goes: report those seconds as their own stages."""
+    for name in ("read", "validate"):
+        stages[name] = reading.get(name, 0.0)
+    stages["write_check_and_snapshot"] = max(0.0, stages["write_check_and_snapshot"] - stages["read"] - stages["validate"])
 
 
 def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
@@ -118,8 +122,8 @@ def partition_flow(
     operator: str = "datafactory",
     accept_changed: bool = False,
 ) -> PartitionSummary | State:
-    """Manifests → read → validate → bronze, silver, quarantine, checks and ledger in one transaction →
-    evidence (JSON, Prefect artifacts, delivery summary).
+    """Manifests → read, validate and write chunk by chunk (bronze, silver, quarantine), checks and
+    ledger, all in one transaction → evidence (JSON, Prefect artifacts, delivery summary).
 
     Skips when the partition already succeeded from the same source fingerprint, unless `force`.
     `mode="dry-run"` reads, validates, writes and checks, then rolls everything back.
@@ -191,18 +195,14 @@ def ingest_partition(settings: FactorySettings, dataset: str, partition_key: dat
                         who.fingerprint[:12])
             return skipped
 
+    delivery = Delivery(spec, manifests, Path(settings.manifest_dir), partition_key, settings.chunk_bytes)
     try:
-        with timed(stages, "read"):
-            raw = steps.read(spec, manifests, Path(settings.manifest_dir))
-        ctx.read_counts = raw.read_counts
-        with timed(stages, "validate"):
-            batch = steps.validate(spec, raw, partition_key)
-        del raw  # the validated batch holds what the write needs; hold no reference to the raw copy
         write = steps.write(settings, spec, manifests, dry_run)
         # a replay is a subset of the partition's inputs: the partition's lake snapshot stays as it is
         lake = None if dry_run or who.partial else open_lake(settings)
         with timed(stages, "write_check_and_snapshot"):
-            done = write(engine, spec, batch, who, dry_run, force, lake, settings.heartbeat_seconds)
+            done = write(engine, spec, delivery, who, dry_run, force, lake, settings.heartbeat_seconds)
+        ctx.read_counts = done.read_counts
     except Exception as exc:
         ctx.error = f"{type(exc).__name__}: {exc}"
         last = ledger.last_attempt_of_flow_run(engine, who.batch_id, who.flow_run_id)
@@ -216,6 +216,7 @@ def ingest_partition(settings: FactorySettings, dataset: str, partition_key: dat
         except Exception as evidence_error:  # the run's own failure is what the operator must see
             logger.error("%s/%s: could not write evidence of the failure: %s", dataset, partition_key, evidence_error)
         raise
+    _split_reading_out(stages, delivery.stages)
     if done.result.waited_for:
         logger.warning("%s/%s: waited for %s, which held the partition", dataset, partition_key, done.result.waited_for)
     if done.result.skipped:

@@ -22,6 +22,11 @@ def _active_profile_settings() -> dict[str, object]:
     return dict(profiles.get("profiles", {}).get(active, {}))
 
 
+def chosen_by_user(name: str) -> bool:
+    """Does the environment or the active Prefect profile set this Prefect setting?"""
+    return name in os.environ or name in _active_profile_settings()
+
+
 def apply_quiet_defaults(extra: dict[str, str] | None = None) -> None:
     """Set quiet defaults in the environment unless the environment or the active profile sets them."""
     chosen = _active_profile_settings()

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.manifest import partition_out_of_range
 
 
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
 class SettingsFileError(ValueError):
     """The `.env` file cannot be read as settings (not UTF-8, not a file)."""
 
@@ -31,6 +34,9 @@ class FactorySettings(BaseSettings):
     lake_retention: int = Field(5, ge=1, le=10_000)
     # Parquet files of a snapshot hold at most this many rows
     lake_rows_per_file: int = Field(500_000, ge=1, le=100_000_000)
+    # a partition is read, validated and written in chunks of about this much input: memory holds one
+    # chunk (plus one narrow row per entity), never the partition
+    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, le=2**40)
     # how often a running attempt proves it is alive (health: stale after 30 min)
     heartbeat_seconds: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False)
     s3_block: str | None = None  # a saved prefect-aws S3Bucket block for s3:// URLs

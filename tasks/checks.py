@@ -21,7 +21,7 @@ from schemas.tables import check_result, partition_state
 from tasks.database import is_postgres
 from tasks.errors import printable
 from tasks.ledger import RunIdentity
-from tasks.staging import stage_keys
+from tasks.staging import stage
 
 ENTITY_STAGE = "_stg_entities"
 SHOWN_KEYS = 5  # how many offending keys a detail names
@@ -92,19 +92,20 @@ def _previous_output(conn: Connection, who: RunIdentity) -> tuple[str, int] | No
     return (row.partition_key, row.output_count) if row else None
 
 
-def observe(conn: Connection, spec: DatasetSpec, who: RunIdentity, counts: RunCounts, events: pl.DataFrame,
-            window_end: datetime, field_sample: dict[str, int], sampled_records: int) -> Observations:
-    """Measure the partition as the run's transaction sees it; `events` are the batch's valid records."""
-    entities = events[spec.entity_key].unique().sort().to_list()
-    stage_keys(conn, ENTITY_STAGE, entities)
+def observe(conn: Connection, spec: DatasetSpec, who: RunIdentity, counts: RunCounts, entities: pl.Series,
+            newest: datetime | None, window_end: datetime, field_sample: dict[str, int],
+            sampled_records: int) -> Observations:
+    """Measure the partition as the run's transaction sees it: `entities` those of its accepted events,
+    `newest` the greatest ordering value of its valid records."""
+    keys = entities.unique().sort()
+    stage(conn, ENTITY_STAGE, "redelivery", keys.alias("event_id").to_frame())
     if is_postgres(conn.engine):
         conn.exec_driver_sql(f"ANALYZE {ENTITY_STAGE}")  # a temp table has no statistics; the joins need them
     rows, distinct, nulls = _silver_profile(conn, spec)
     contract = set(spec.field_names)
     required = {f.name for f in spec.fields if not f.nullable}
-    newest = events[spec.ordering_column].max() if events.height else None
     observed = Observations(
-        counts=counts, window_end=window_end, touched_entities=len(entities), silver_rows=rows,
+        counts=counts, window_end=window_end, touched_entities=keys.len(), silver_rows=rows,
         duplicate_entity_keys=rows - distinct, null_counts=nulls, previous=_previous_output(conn, who),
         newest_event=newest,  # type: ignore[arg-type]
         unknown_fields=sorted(set(field_sample) - contract),

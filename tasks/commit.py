@@ -9,8 +9,8 @@ ledger counts; a crash after it leaves a marker the next run moves (tasks/lake_s
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -23,12 +23,12 @@ from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
 from tasks import checks, ledger
 from tasks.errors import TransientError
-from tasks.lake import Lake, lake_frame, stage_snapshot
+from tasks.lake import Lake, SnapshotWriter, lake_frame
 from tasks.lake_state import committed_ids, settle_lake
 from tasks.ledger import RunIdentity
 from tasks.locks import partition_lock
 from tasks.validate import ValidatedBatch, partition_window
-from tasks.warehouse import WriteResult, write_partition
+from tasks.warehouse import Tally, WriteResult, write_partition
 
 HEARTBEAT_S = 30.0
 
@@ -49,13 +49,14 @@ class Committed:
     """What one write attempt did: counts, check verdicts, the rejected records, and who wrote."""
 
     result: WriteResult
-    rejected: pl.DataFrame
+    rejected: int  # records quarantined by this attempt's batch (the validator's and the losing versions)
     who: RunIdentity
     attempt: int | None  # None for a dry run: it is no ledger attempt
     counts: RunCounts
     checks: list[CheckOutcome]
     snapshot: dict[str, Any] | None = None  # the lake snapshot this attempt committed
     lake_note: str | None = None  # what the lake was left with when the marker could not follow
+    read_counts: dict[str, int] = field(default_factory=dict)  # "manifest_id:uri" -> records read
 
     @property
     def snapshot_summary(self) -> dict[str, Any] | None:
@@ -70,12 +71,11 @@ class Committed:
         return bool(checks.blocking(self.checks))
 
 
-def run_counts(batch: ValidatedBatch, rejected: pl.DataFrame, result: WriteResult, who: RunIdentity) -> RunCounts:
-    """The run's counts of DESIGN section 7 from the batch, its rejects and the write."""
-    by_reason = Counter(rejected["reason_code"].to_list())
+def run_counts(tally: Tally, result: WriteResult, who: RunIdentity) -> RunCounts:
+    """The run's counts of DESIGN section 7 from the chunks' tally and the write."""
     return RunCounts(
-        declared_records=batch.declared_records, total=batch.total, valid=batch.total - rejected.height,
-        invalid=rejected.height, invalid_by_reason=dict(sorted(by_reason.items())),
+        declared_records=tally.declared_records, total=tally.total, valid=tally.total - tally.rejected,
+        invalid=tally.rejected, invalid_by_reason=dict(sorted((k, v) for k, v in tally.rejected_by_reason.items() if v)),
         duplicate_in_batch=result.duplicate_in_batch, late_arriving=result.late_arriving,
         distinct_entities=result.distinct_entities, bronze_inserted=result.bronze_inserted,
         bronze_existing=result.bronze_existing, bronze_displaced=result.bronze_displaced,
@@ -85,29 +85,51 @@ def run_counts(batch: ValidatedBatch, rejected: pl.DataFrame, result: WriteResul
     )
 
 
-def _write_and_check(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity, now: datetime,
+Batches = ValidatedBatch | Iterable[ValidatedBatch]
+
+
+def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who: RunIdentity, now: datetime,
                      force: bool, before_silver: Callable[[], None] | None,
                      lake: Lake | None = None) -> Committed:
-    """Write, check what the transaction now holds, then stage the lake snapshot and record it.
+    """Write chunk by chunk (each chunk's accepted events going to the lake snapshot as they come),
+    check what the transaction now holds, then publish the snapshot and record it.
 
     The verdicts and the snapshot's ledger row commit (or roll back) with the data."""
-    result, rejected, accepted = write_partition(conn, spec, batch, who, now, force, before_silver)
-    counts = run_counts(batch, rejected, result, who)
-    if result.skipped:
-        return Committed(result, rejected, who, None, counts, [])
-    _, window_end = partition_window(who.partition_key)
-    observed = checks.observe(conn, spec, who, counts, batch.events, window_end, batch.field_sample,
-                              batch.sampled_records)
-    outcomes = checks.evaluate(spec.checks, observed)
-    checks.record_results(conn, who, outcomes, now)
-    snapshot = None
+    if isinstance(batches, ValidatedBatch):
+        batches = [batches]
+    writer = None
     if lake is not None:
-        keep = committed_ids(conn, spec.name, who.partition_key)
-        snapshot, digest = stage_snapshot(lake, spec, who.partition_key, lake_frame(spec, accepted), who.run_id, keep,
-                                          {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
-        ledger.record_snapshot(conn, spec.name, who.partition, snapshot["snapshot_id"], who.run_id,
-                               snapshot["rows"], len(snapshot["files"]), digest)
-    return Committed(result, rejected, who, None, counts, outcomes, snapshot)
+        writer = SnapshotWriter(lake, spec, who.partition_key, who.run_id,
+                                committed_ids(conn, spec.name, who.partition_key))
+    try:
+        on_accepted = (lambda accepted: writer.add(lake_frame(spec, accepted))) if writer is not None else None
+        result, tally = write_partition(conn, spec, batches, who, now, force, before_silver, on_accepted)
+        counts = run_counts(tally, result, who)
+        if result.skipped:
+            if writer is not None:
+                writer.abandon()
+            return Committed(result, tally.rejected, who, None, counts, [], read_counts=dict(tally.read_counts))
+        _, window_end = partition_window(who.partition_key)
+        entities = tally.entities if tally.entities is not None else pl.Series(dtype=pl.String)
+        observed = checks.observe(conn, spec, who, counts, entities, tally.newest_event, window_end,
+                                  dict(tally.field_sample), tally.sampled_records)
+        outcomes = checks.evaluate(spec.checks, observed)
+        checks.record_results(conn, who, outcomes, now)
+        snapshot = None
+        if writer is not None:
+            snapshot, digest = stage_snapshot(writer, {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
+            ledger.record_snapshot(conn, spec.name, who.partition, snapshot["snapshot_id"], who.run_id,
+                                   snapshot["rows"], len(snapshot["files"]), digest)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    return Committed(result, tally.rejected, who, None, counts, outcomes, snapshot, read_counts=dict(tally.read_counts))
+
+
+def stage_snapshot(writer: SnapshotWriter, details: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Publish the snapshot the writer wrote and record it (a step boundary of its own)."""
+    return writer.stage(details)
 
 
 def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:
@@ -117,7 +139,7 @@ def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:
 def commit_partition(
     engine: Engine,
     spec: DatasetSpec,
-    batch: ValidatedBatch,
+    batches: Batches,
     who: RunIdentity,
     dry_run: bool,
     force: bool,
@@ -125,7 +147,9 @@ def commit_partition(
     lake: Lake | None = None,
     heartbeat_s: float = HEARTBEAT_S,
 ) -> Committed:
-    """Write, check and snapshot a partition; every attempt is one ledger run. A failed error check holds it."""
+    """Write, check and snapshot a partition (`batches`: the partition's validated chunks, in delivery
+    order; re-iterable, so a retried attempt reads again); every attempt is one ledger run. A failed
+    error check holds it."""
     who = replace(who, run_id=ledger.new_run_id())
     now = datetime.now(timezone.utc)
     with partition_lock(engine, who.dataset, who.partition, _holder(engine, who)) as waited:
@@ -133,7 +157,7 @@ def commit_partition(
             with engine.connect() as conn:
                 transaction = conn.begin()
                 try:
-                    done = _write_and_check(conn, spec, batch, who, now, True, None)
+                    done = _write_and_check(conn, spec, batches, who, now, True, None)
                 finally:
                     transaction.rollback()
             done.result.waited_for = waited
@@ -143,7 +167,7 @@ def commit_partition(
         try:
             with ledger.heartbeat(engine, who.run_id, heartbeat_s):
                 with engine.begin() as conn:
-                    done = _write_and_check(conn, spec, batch, who, now, force, before_silver, lake)
+                    done = _write_and_check(conn, spec, batches, who, now, force, before_silver, lake)
                     status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
                     output = None if done.result.skipped else done.counts.output_count
                     detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held \

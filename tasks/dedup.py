@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-EXISTING_SCHEMA = {"key": pl.String, "old_hash": pl.String, "old_dk": pl.String}
+# `done`: an earlier chunk of this run already accepted the key (its bronze row is this run's winner)
+EXISTING_SCHEMA = {"key": pl.String, "old_hash": pl.String, "old_dk": pl.String, "done": pl.Boolean}
 
 
 @dataclass
@@ -44,7 +45,9 @@ def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) ->
     """Apply the earliest-delivery rule to a batch's valid records against existing bronze versions.
 
     `records` are in delivery order. Decisions are made on a narrow (key, hash, delivery key) frame;
-    the wide rows are only gathered, and not at all when every row is kept.
+    the wide rows are only gathered, and not at all when every row is kept. A partition read in
+    chunks resolves each chunk in turn: a key an earlier chunk accepted (`done`) has its winner in
+    bronze already, so its records here are duplicates or conflicts, never accepted twice.
     """
     narrow = records.select(pl.col(key).alias("key"), pl.col("_content_hash").alias("hash"),
                             pl.col("_delivery_key").alias("dk"))
@@ -56,10 +59,11 @@ def resolve_versions(records: pl.DataFrame, existing: pl.DataFrame, key: str) ->
         # after the write, each key's bronze row is the winner's earliest delivery
         bronze_dk=pl.when(pl.col("bronze_wins")).then(pl.col("old_dk")).otherwise(pl.col("new_dk")),
     )
-    tagged = narrow.join(keys.select("key", "winner_hash", "bronze_dk"), on="key", how="left",
+    tagged = narrow.join(keys.select("key", "winner_hash", "bronze_dk", "done"), on="key", how="left",
                          maintain_order="left").with_columns(is_winner=pl.col("hash") == pl.col("winner_hash"))
     masks = tagged.select(
-        accepted=pl.col("is_winner") & (pl.col("is_winner").cast(pl.Int64).cum_sum().over("key") == 1),
+        accepted=pl.col("is_winner") & (pl.col("is_winner").cast(pl.Int64).cum_sum().over("key") == 1)
+        & ~pl.col("done").fill_null(False),
         conflicting=~pl.col("is_winner"),
         copy=pl.col("dk") != pl.col("bronze_dk"),
     )

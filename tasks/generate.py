@@ -7,7 +7,7 @@ import json
 import random
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -71,6 +71,59 @@ def synthetic_events(day: date, count: int, tickets: int, seed: int) -> Iterable
         }
 
 
+DEFECTS = ("malformed_record", "schema_violation", "future_event", "duplicate_in_batch", "conflicting_duplicate",
+           "late_arriving")
+
+
+def realistic_lines(day: date, count: int, tickets: int, seed: int, defect_every: int = 10_000) -> Iterator[bytes]:
+    """`count` JSONL lines of synthetic events carrying what real deliveries carry: timestamps with and
+    without fractional seconds (every other line microseconds, every fifth milliseconds), and, once per
+    `defect_every` lines each, every kind of defect in DEFECTS: a truncated line, an unknown priority,
+    an event dated after the day, the line before delivered again, the line before's event id with other
+    content, and an update dated the day before. Deterministic per seed; 0 = no defects."""
+    previous = b""
+    slots = _defect_slots(defect_every) if defect_every else {}
+    for n, event in enumerate(synthetic_events(day, count, tickets, seed)):
+        if n % 2:
+            event["updated_at"] = event["updated_at"].replace("Z", ".123456Z")
+        elif n % 5 == 0:
+            event["created_at"] = event["created_at"].replace("Z", ".250Z")
+        line = orjson.dumps(event)
+        defect = slots.get(n % defect_every) if defect_every else None
+        if defect == "malformed_record":
+            line = line[: len(line) // 2]
+        elif defect == "schema_violation":
+            line = line.replace(b'"priority":"', b'"priority":"x-', 1)
+        elif defect == "future_event":
+            line = line.replace(f'"updated_at":"{day:%Y-%m-%d}'.encode(),
+                                f'"updated_at":"{day + timedelta(days=1):%Y-%m-%d}'.encode(), 1)
+        elif defect == "duplicate_in_batch":
+            line = previous
+        elif defect == "conflicting_duplicate":
+            earlier = orjson.loads(previous)
+            line = orjson.dumps({**earlier, "subject": earlier["subject"] + " (edited)"})
+        elif defect == "late_arriving":
+            line = line.replace(f'"updated_at":"{day:%Y-%m-%d}'.encode(),
+                                f'"updated_at":"{day - timedelta(days=1):%Y-%m-%d}'.encode(), 1)
+        previous = line
+        yield line
+
+
+def _defect_slots(every: int) -> dict[int, str]:
+    """Where in each run of `every` lines each kind of defect sits: spread out, never on a run's first line."""
+    return {(2 * k + 1) * every // (2 * len(DEFECTS)) or 1: kind for k, kind in enumerate(DEFECTS)}
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with path.open("wb") as out:
+        for line in lines:
+            out.write(line + b"\n")
+            written += 1
+    return written
+
+
 def write_jsonl(path: Path, events: Iterable[dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -82,14 +135,15 @@ def write_jsonl(path: Path, events: Iterable[dict[str, Any]]) -> int:
 
 
 def generate_partitions(manifest_dir: Path, start: date, days: int, events_per_day: int,
-                        tickets: int | None = None, dataset: str = "tickets") -> list[Path]:
-    """`days` daily deliveries of synthetic events, each with its manifest; returns the manifests."""
+                        tickets: int | None = None, dataset: str = "tickets", defect_every: int = 0) -> list[Path]:
+    """`days` daily deliveries of synthetic events, each with its manifest; returns the manifests.
+    With `defect_every`, each delivery carries realistic defects (`realistic_lines`)."""
     tickets = tickets or max(1, events_per_day // 4)
     manifests = []
     for offset in range(days):
         day = start + timedelta(days=offset)
         source = manifest_dir / "sources" / dataset / day.isoformat() / "events.jsonl"
-        write_jsonl(source, synthetic_events(day, events_per_day, tickets, seed=offset))
+        write_lines(source, realistic_lines(day, events_per_day, tickets, seed=offset, defect_every=defect_every))
         produced = datetime.combine(day, time(23, 30), tzinfo=timezone.utc)
         manifests.append(write_manifest(manifest_dir, f"{dataset}-{day.isoformat()}-synthetic", dataset,
                                         day, produced, [source]))

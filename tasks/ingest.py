@@ -1,5 +1,6 @@
-"""The reading steps as Prefect tasks: thin wrappers over the plain functions in tasks/manifests.py,
-tasks/read.py and tasks/validate.py (which import no Prefect, so the CLI's reads and the tests stay light)."""
+"""The manifest step as a Prefect task: a thin, cached wrapper over tasks/manifests.py (which imports no
+Prefect, so the CLI's reads and the tests stay light). Reading and validating happen chunk by chunk inside
+the write step (tasks/delivery.py, tasks/materialize.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from schemas.datasets import DatasetSpec
 from schemas.manifest import SourceManifest
-from tasks.manifests import partition_manifests, read_manifests
-from tasks.read import RawBatch
-from tasks.validate import ValidatedBatch, validate_batch
+from tasks.manifests import partition_manifests
 
 
 def _stat_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -42,13 +39,3 @@ def validate_manifests_task(manifest_dir: Path, dataset: str, partition_key: dat
                             accept_changed: bool = False) -> list[SourceManifest]:
     """Verified manifests for a partition; cached until any file under the manifest dir changes."""
     return partition_manifests(manifest_dir, dataset, partition_key, accept_changed)
-
-
-@task(name="read-assets", cache_policy=NO_CACHE)
-def read_assets_task(spec: DatasetSpec, manifests: list[SourceManifest], root: Path) -> RawBatch:
-    return read_manifests(spec, manifests, root)
-
-
-@task(name="validate-contract", cache_policy=NO_CACHE)
-def validate_contract_task(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> ValidatedBatch:
-    return validate_batch(spec, raw, partition_key)

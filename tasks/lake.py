@@ -208,10 +208,11 @@ def clean_leftovers(lake: Lake, dataset: str, day: date, keep: set[str]) -> list
     return stray
 
 
-def _write_temp(lake: Lake, prefix: str, snapshot_id: str, frame: pl.DataFrame) -> list[dict[str, Any]]:
+def _write_temp(lake: Lake, prefix: str, snapshot_id: str, frame: pl.DataFrame, first_number: int = 0) -> list[dict[str, Any]]:
+    """Write a frame as temp Parquet files of at most `rows_per_file` rows, numbered from `first_number`."""
     files = []
     step = max(1, lake.rows_per_file)
-    for number, offset in enumerate(range(0, max(frame.height, 1), step)):
+    for number, offset in enumerate(range(0, max(frame.height, 1), step), start=first_number):
         chunk = frame.slice(offset, step)
         data = _parquet(chunk)
         name = f"part-{number:05d}.parquet"
@@ -235,25 +236,72 @@ def _validate_temp(lake: Lake, prefix: str, snapshot_id: str, files: list[dict[s
                             f"read back {rows} rows {schema}, wrote {entry['rows']} rows {_schema(frame)}")
 
 
+class SnapshotWriter:
+    """A partition's next snapshot, written as its events arrive: each chunk becomes temp files, read
+    back and checked at once (memory holds one chunk, never the snapshot); `stage` then publishes them
+    and writes the snapshot's record. Not current yet: the caller's warehouse transaction commits it
+    (ledger.record_snapshot), then `publish_marker` shows it. Until `stage`, nothing but `_tmp/` is
+    touched; a writer that fails removes its temp files (and the next commit any a crash left)."""
+
+    def __init__(self, lake: Lake, spec: DatasetSpec, day: date, run_id: str, keep: set[str]) -> None:
+        self.lake, self.spec, self.day, self.run_id = lake, spec, day, run_id
+        self.prefix = lake.prefix(spec.name, day)
+        clean_leftovers(lake, spec.name, day, keep)
+        self.snapshot_id = new_snapshot_id(run_id)
+        self.files: list[dict[str, Any]] = []
+        self.rows = 0
+        self.schema: dict[str, str] | None = None
+        self._empty: pl.DataFrame | None = None
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Write a chunk of the snapshot's rows (an empty chunk only records the schema)."""
+        schema = _schema(frame)
+        if self.schema is not None and schema != self.schema:
+            raise LakeError("lake_file_corrupt", self.lake.where(self.spec.name, self.day),
+                            f"a chunk's schema {schema} differs from the snapshot's {self.schema}")
+        self.schema = schema
+        if frame.height == 0:
+            self._empty = frame
+            return
+        files = _write_temp(self.lake, self.prefix, self.snapshot_id, frame, first_number=len(self.files))
+        _validate_temp(self.lake, self.prefix, self.snapshot_id, files, frame)
+        self.files += files
+        self.rows += frame.height
+
+    def stage(self, details: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+        """Publish the temp files and write the snapshot's record; returns the record and the sha256
+        of its bytes (the ledger keeps it to detect tampering). A snapshot of no rows is one empty file."""
+        if not self.files:
+            if self._empty is None:
+                raise ValueError("a snapshot needs at least one chunk, empty or not, for its schema")
+            self.files = _write_temp(self.lake, self.prefix, self.snapshot_id, self._empty)
+            _validate_temp(self.lake, self.prefix, self.snapshot_id, self.files, self._empty)
+        self.lake.storage.move(f"{self.prefix}/_tmp/{self.snapshot_id}", f"{self.prefix}/data/{self.snapshot_id}")
+        record = {
+            "snapshot_id": self.snapshot_id, "dataset": self.spec.name, "partition_key": self.day.isoformat(),
+            "run_id": self.run_id, "committed_at": datetime.now(timezone.utc).isoformat(), "rows": self.rows,
+            "schema": self.schema, "files": self.files, **(details or {}),
+        }
+        data = record_bytes(record)
+        self.lake.storage.write(f"{self.prefix}/{RECORDS}/{self.snapshot_id}.json", data)
+        return record, hashlib.sha256(data).hexdigest()
+
+    def abandon(self) -> None:
+        """Remove this writer's temp files (best effort: the next commit's clean-up removes what stays)."""
+        temp = f"{self.prefix}/_tmp/{self.snapshot_id}"
+        try:
+            self.lake.storage.delete(self.lake.storage.list(temp, partial=True))
+            self.lake.storage.prune(f"{self.prefix}/_tmp")
+        except Exception:  # the run's own failure is what the caller reports
+            pass
+
+
 def stage_snapshot(lake: Lake, spec: DatasetSpec, day: date, frame: pl.DataFrame, run_id: str,
                    keep: set[str], details: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
-    """Temp files → read back and check → publish → snapshot record. Not current yet: the caller's
-    warehouse transaction commits it (ledger.record_snapshot), then `publish_marker` shows it.
-    Returns the record and the sha256 of its bytes (the ledger keeps it to detect tampering)."""
-    prefix = lake.prefix(spec.name, day)
-    clean_leftovers(lake, spec.name, day, keep)
-    snapshot_id = new_snapshot_id(run_id)
-    files = _write_temp(lake, prefix, snapshot_id, frame)
-    _validate_temp(lake, prefix, snapshot_id, files, frame)
-    lake.storage.move(f"{prefix}/_tmp/{snapshot_id}", f"{prefix}/data/{snapshot_id}")
-    record = {
-        "snapshot_id": snapshot_id, "dataset": spec.name, "partition_key": day.isoformat(), "run_id": run_id,
-        "committed_at": datetime.now(timezone.utc).isoformat(), "rows": frame.height,
-        "schema": _schema(frame), "files": files, **(details or {}),
-    }
-    data = record_bytes(record)
-    lake.storage.write(f"{prefix}/{RECORDS}/{snapshot_id}.json", data)
-    return record, hashlib.sha256(data).hexdigest()
+    """A whole frame as a staged snapshot (restore and compaction write snapshots this way)."""
+    writer = SnapshotWriter(lake, spec, day, run_id, keep)
+    writer.add(frame)
+    return writer.stage(details)
 
 
 def publish_marker(lake: Lake, dataset: str, day: date, record: dict[str, Any]) -> None:

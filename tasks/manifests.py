@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import date, timezone
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import jsonschema
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from schemas.datasets import DATASETS, DatasetSpec
 from schemas.manifest import Asset, SourceManifest, manifest_json_schema, partition_out_of_range
 from schemas.reason_codes import ActionReason
 from tasks.errors import InputError, StorageError, TransientError, printable
-from tasks.read import RawBatch, UnreadableAsset, count_records, read_partition
+from tasks.read import RawBatch, UnreadableAsset, count_jsonl_lines, count_records, jsonl_blocks, read_partition
 from tasks.strict_json import DuplicateKeyError, loads_strict, value_lines
 
 BATCH_NAMESPACE = uuid.UUID("6f1c1d2e-9a1b-4b8e-8d7a-0c6b1f0e2a11")
@@ -43,6 +43,16 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
 
     Opened without blocking and judged by fstat on the open descriptor: a FIFO never hangs the run,
     a directory or a broken symlink is named as such."""
+    with open_regular_file(path, limit) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def open_regular_file(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
+    """A regular file opened for reading (see read_regular_file), for callers that read it in blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -58,11 +68,18 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
             raise InputError(path, None, "(file)", f"is {kind}, not a regular file")
         if limit is not None and info.st_size > limit:
             raise InputError(path, None, "(file)", f"is {info.st_size} bytes; a manifest may hold at most {limit}")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+        handle = os.fdopen(fd, "rb", closefd=False)
+        os.set_blocking(fd, True)
     except OSError as exc:
+        os.close(fd)
         raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        yield handle
     finally:
+        handle.close()
         os.close(fd)
 
 
@@ -290,12 +307,52 @@ def resolve_asset(manifest: SourceManifest, index: int, root: Path) -> Path:
     return candidate
 
 
-def _read_asset(manifest: SourceManifest, index: int, path: Path) -> bytes:
+@contextmanager
+def _asset_errors(manifest: SourceManifest, index: int) -> Iterator[None]:
+    """A file problem (not a regular file, unreadable) named by the manifest line of the asset."""
     try:
-        return read_regular_file(path)
+        yield
     except InputError as exc:
         message = str(exc).split(": (file): ", 1)[-1]
         raise asset_error(manifest, index, "uri", f"{manifest.assets[index].uri!r} {message}") from None
+
+
+def _read_asset(manifest: SourceManifest, index: int, path: Path) -> bytes:
+    with _asset_errors(manifest, index):
+        return read_regular_file(path)
+
+
+def _digest_and_count(manifest: SourceManifest, index: int, path: Path) -> tuple[str, Callable[[], int]]:
+    """sha256 of an asset and how to count its records. JSONL is read once, block by block (memory
+    holds one block, not the file); CSV and Parquet are read whole and counted only when asked."""
+    if manifest.assets[index].format != "jsonl":
+        data = _read_asset(manifest, index, path)
+        return hashlib.sha256(data).hexdigest(), lambda: _count(manifest, index, data)
+    digest, records = hashlib.sha256(), 0
+    with _asset_errors(manifest, index), open_regular_file(path) as handle, _reading(path):
+        for _, block in jsonl_blocks(_Hashing(handle, digest)):
+            records += count_jsonl_lines(block)
+    return digest.hexdigest(), lambda: records
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+
+
+class _Hashing:
+    """A file whose every byte read also feeds a digest (the BOM and all: sha256 is of the file)."""
+
+    def __init__(self, handle: BinaryIO, digest: Any) -> None:
+        self.handle, self.digest = handle, digest
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
 
 
 def _count(manifest: SourceManifest, index: int, data: bytes) -> int:
@@ -311,14 +368,13 @@ def verify_asset(manifest: SourceManifest, index: int, path: Path, accept_change
     With `accept_changed` a changed file is not an error: the returned asset carries the file's
     actual sha256 and record count, so the fingerprint (and the batch) are new."""
     asset: Asset = manifest.assets[index]
-    data = _read_asset(manifest, index, path)
-    digest = hashlib.sha256(data).hexdigest()
+    digest, count = _digest_and_count(manifest, index, path)
     if digest != asset.sha256 and accept_changed:
-        return asset.model_copy(update={"sha256": digest, "record_count": _count(manifest, index, data)})
+        return asset.model_copy(update={"sha256": digest, "record_count": count()})
     if digest != asset.sha256:
         raise asset_error(manifest, index, "sha256", f"declared {asset.sha256[:12]}… but {asset.uri} has "
                            f"{digest[:12]}…", ActionReason.SOURCE_FINGERPRINT_CHANGED)
-    found = _count(manifest, index, data)
+    found = count()
     if found != asset.record_count:
         raise asset_error(manifest, index, "record_count",
                            f"declared {asset.record_count} records but {asset.uri} has {found}")
@@ -394,16 +450,29 @@ def find_manifest(manifest_dir: Path, manifest_id: str) -> SourceManifest:
     raise InputError(manifest_dir, None, "manifest_id", f"no manifest {manifest_id!r} in {manifest_dir}")
 
 
+def check_fetched_unchanged(manifests: list[SourceManifest], paths: dict[tuple[str, int], Path]) -> None:
+    """An s3:// asset is fetched again for reading, so its digest is checked again: the object may have
+    changed since the (cached) verification."""
+    for manifest in manifests:
+        for index, asset in enumerate(manifest.assets):
+            if asset.uri.startswith("s3://") and _file_sha256(paths[(manifest.manifest_id, index)]) != asset.sha256:
+                raise asset_error(manifest, index, "sha256", f"{asset.uri} changed since it was verified",
+                                  ActionReason.SOURCE_FINGERPRINT_CHANGED)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(8 * 2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_manifests(spec: DatasetSpec, manifests: list[SourceManifest], root: Path) -> RawBatch:
-    """Read every asset of already-verified manifests. An s3:// asset is fetched again here, so its
-    digest is checked again: the object may have changed since the (cached) verification."""
+    """Every asset of already-verified manifests as one batch (tests and benchmarks; a partition run
+    reads in chunks, tasks/delivery.py)."""
     with asset_files(manifests, root) as paths:
-        for manifest in manifests:
-            for index, asset in enumerate(manifest.assets):
-                path = paths[(manifest.manifest_id, index)]
-                if asset.uri.startswith("s3://") and hashlib.sha256(path.read_bytes()).hexdigest() != asset.sha256:
-                    raise asset_error(manifest, index, "sha256", f"{asset.uri} changed since it was verified",
-                                      ActionReason.SOURCE_FINGERPRINT_CHANGED)
+        check_fetched_unchanged(manifests, paths)
         try:
             return read_partition(spec, manifests, paths)
         except UnreadableAsset as exc:

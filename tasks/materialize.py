@@ -13,11 +13,10 @@ from sqlalchemy import Engine
 
 from schemas.datasets import DatasetSpec
 from tasks.assets import annotate_assets, table_assets
-from tasks.commit import HEARTBEAT_S, Committed, commit_partition, is_transient
+from tasks.commit import HEARTBEAT_S, Batches, Committed, commit_partition, is_transient
 from tasks.lake import Lake
 from tasks.ledger import RunIdentity
 from tasks.restore import restore_partition
-from tasks.validate import ValidatedBatch
 
 
 def retry_on_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
@@ -31,11 +30,12 @@ def retry_on_transient(task, task_run, state) -> bool:  # type: ignore[no-untype
 
 @task(name="write-partition", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
-def commit_partition_task(engine: Engine, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity,
+def commit_partition_task(engine: Engine, spec: DatasetSpec, delivery: Batches, who: RunIdentity,
                           dry_run: bool, force: bool, lake: Lake | None = None,
                           heartbeat_s: float = HEARTBEAT_S) -> Committed:
-    """Write, check, snapshot; as a materializing task (see tasks/assets.py) it also reports row counts per table."""
-    done = commit_partition(engine, spec, batch, who, dry_run, force, lake=lake, heartbeat_s=heartbeat_s)
+    """Read, validate and write chunk by chunk, check, snapshot; as a materializing task (see
+    tasks/assets.py) it also reports row counts per table. A retry reads the sources again."""
+    done = commit_partition(engine, spec, delivery, who, dry_run, force, lake=lake, heartbeat_s=heartbeat_s)
     status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
     annotate_assets(table_assets(engine.url.render_as_string(), spec), done.who.partition, done.counts, status)
     return done

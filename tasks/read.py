@@ -14,13 +14,14 @@ import base64
 import csv
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import polars as pl
@@ -233,28 +234,65 @@ def _blocks(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
         start = end
 
 
+_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
+
+
 def count_jsonl_records(data: bytes) -> int:
     """Records in a JSONL asset exactly as the reader counts them: lines that are not blank."""
-    data = data.removeprefix(BOM)
-    return sum(sum(1 for line in parts if line.strip(BLANK)) for _, parts in _blocks(data))
+    return count_jsonl_lines(data.removeprefix(BOM))
 
 
-def _physical_lines(data: bytes) -> tuple[pl.DataFrame, dict[int, bytes]]:
-    """Non-blank lines with their 1-based numbers (invalid UTF-8 becomes null), and the raw bytes of
-    the lines that are not UTF-8 (the exact path needs them)."""
+def count_jsonl_lines(block: bytes) -> int:
+    """Non-blank lines of a block of whole lines (the last may lack its newline), counted without
+    splitting it into a Python object per line."""
+    lines = block.count(b"\n")
+    tail = block[block.rfind(b"\n") + 1:]
+    return lines - len(_BLANK_LINE.findall(block)) + (1 if tail.strip(BLANK) else 0)
+
+
+FILE_BLOCK_BYTES = 64 * 2**20
+
+
+def jsonl_blocks(handle: BinaryIO, block_bytes: int = FILE_BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(number of the block's first line, the block) over a JSONL file read about `block_bytes` at a
+    time; every block ends at a newline (or the end of the file), so no line is split; a leading byte
+    order mark is dropped. Memory holds one block (and the longest line), not the file."""
+    carry, first_line, bom_checked = b"", 1, False
+    while True:
+        piece = handle.read(block_bytes)
+        data = carry + piece if carry else piece
+        if not bom_checked and (len(data) >= len(BOM) or not piece):
+            data, bom_checked = data.removeprefix(BOM), True
+        if not piece:
+            if data:
+                yield first_line, data
+            return
+        end = data.rfind(b"\n")
+        if not bom_checked or end == -1:
+            carry = data  # too short to judge a BOM, or one line longer than a block: read on
+            continue
+        block, carry = data[: end + 1], data[end + 1:]
+        yield first_line, block
+        first_line += block.count(b"\n")
+
+
+def _physical_lines(data: bytes, first_line: int = 1) -> tuple[pl.DataFrame, dict[int, bytes]]:
+    """Non-blank lines with their 1-based numbers (the first being `first_line`; invalid UTF-8 becomes
+    null), and the raw bytes of the lines that are not UTF-8 (the exact path needs them)."""
     frames: list[pl.DataFrame] = []
     undecodable: dict[int, bytes] = {}
-    for first_line, parts in _blocks(data):
+    for block_line, parts in _blocks(data):
+        first_line_of_block = first_line + block_line - 1
         try:
             texts = pl.Series(parts, dtype=pl.Binary).cast(pl.String)
         except pl.exceptions.PolarsError:
             decoded = [_utf8_or_none(part) for part in parts]
-            undecodable.update({first_line + i: part.rstrip(b"\r") for i, (part, text) in
+            undecodable.update({first_line_of_block + i: part.rstrip(b"\r") for i, (part, text) in
                                 enumerate(zip(parts, decoded)) if text is None})
             texts = pl.Series(decoded, dtype=pl.String)
         frames.append(
             pl.DataFrame({"_raw_payload": texts})
-            .with_row_index("_line_number", offset=first_line)
+            .with_row_index("_line_number", offset=first_line_of_block)
             .with_columns(pl.col("_line_number").cast(pl.Int64), pl.col("_raw_payload").str.strip_suffix("\r"))
             .filter(pl.col("_raw_payload").is_null()
                     | (pl.col("_raw_payload").str.strip_chars(BLANK.decode()) != ""))
@@ -308,9 +346,10 @@ def _decode_blocks(spec: DatasetSpec, lines: pl.DataFrame) -> tuple[list[pl.Data
 
 
 def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
-                data: bytes) -> tuple[list[pl.DataFrame], pl.DataFrame]:
-    """JSONL: Polars decodes trustworthy lines in bulk; suspect and refused lines go one by one."""
-    lines, undecodable = _physical_lines(data.removeprefix(BOM))
+                data: bytes, first_line: int = 1) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """JSONL lines (the first numbered `first_line`, any byte order mark already dropped): Polars decodes
+    trustworthy lines in bulk; suspect and refused lines go one by one."""
+    lines, undecodable = _physical_lines(data, first_line)
     lines = lines.with_columns(_suspect(spec).alias("_suspect"))
     fast = lines.filter(~pl.col("_suspect")).drop("_suspect")
     suspects = lines.filter(pl.col("_suspect"))
@@ -493,7 +532,7 @@ def read_asset(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
     """Frames of parsed records (chunked) and a frame of malformed ones for one asset."""
     asset = manifest.assets[asset_index]
     if asset.format == "jsonl":
-        return _read_jsonl(spec, manifest, asset_index, data)
+        return _read_jsonl(spec, manifest, asset_index, data.removeprefix(BOM))
     rows = _csv_rows(data, spec) if asset.format == "csv" else _parquet_rows(data)
     return _frames_from_rows(spec, manifest, asset_index, rows)
 
@@ -557,33 +596,90 @@ def sample_fields(fmt: str, data: bytes, limit: int = FIELD_SAMPLE_RECORDS) -> t
     return seen, sampled
 
 
-def read_partition(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[tuple[str, int], Path]) -> RawBatch:
-    """All assets of a partition's manifests, in delivery order."""
-    frames: list[pl.DataFrame] = []
-    malformed: list[pl.DataFrame] = []
-    read_counts: dict[str, int] = {}
+def _piece(spec: DatasetSpec, key: str, frames: list[pl.DataFrame], malformed: pl.DataFrame,
+           first: bool, declared: int, sample: tuple[Counter[str], int]) -> RawBatch:
+    """Part of one asset as a batch; its first part carries what belongs to the asset once (its
+    declared count and field sample), so the parts of a partition add up to the partition."""
+    records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
+    return RawBatch(records=records, malformed=malformed, read_counts={key: records.height + malformed.height},
+                    field_sample=dict(sample[0]) if first else {}, sampled_records=sample[1] if first else 0,
+                    declared_records=declared if first else 0)
+
+
+def _asset_parts(spec: DatasetSpec, manifest: SourceManifest, index: int, path: Path,
+                 block_bytes: int) -> Iterator[tuple[RawBatch, int]]:
+    """(part of the asset, input bytes it took): a JSONL file block by block, never whole; CSV and
+    Parquet assets are read whole, then handed on in frames of CHUNK_ROWS records."""
+    asset = manifest.assets[index]
+    key = f"{manifest.manifest_id}:{asset.uri}"
+    try:
+        if asset.format == "jsonl":
+            with path.open("rb") as handle:
+                first = True
+                for first_line, block in jsonl_blocks(handle, block_bytes):
+                    frames, malformed = _read_jsonl(spec, manifest, index, block, first_line)
+                    sample = sample_fields("jsonl", block) if first else (Counter(), 0)
+                    yield _piece(spec, key, frames, malformed, first, asset.record_count, sample), len(block)
+                    first = False
+                if first:  # an empty file is still an asset that was read
+                    yield _piece(spec, key, [], pl.DataFrame(schema=QUARANTINE_SCHEMA), True, asset.record_count,
+                                 (Counter(), 0)), 0
+            return
+        data = path.read_bytes()
+        frames, malformed = read_asset(spec, manifest, index, data)
+        sample = sample_fields(asset.format, data)
+    except ValueError as exc:
+        raise UnreadableAsset(manifest, index, str(exc)) from None
+    size, parts = len(data), max(1, len(frames))
+    del data
+    empty = malformed.head(0)
+    for number in range(parts):
+        yield _piece(spec, key, frames[number: number + 1], malformed if number == 0 else empty, number == 0,
+                     asset.record_count, sample), size // parts
+
+
+def merge_batches(spec: DatasetSpec, parts: list[RawBatch]) -> RawBatch:
+    """Consecutive parts as one batch: records and malformed lines concatenated, counts added."""
+    if len(parts) == 1:
+        return parts[0]
+    read_counts: Counter[str] = Counter()
     fields: Counter[str] = Counter()
-    sampled = 0
-    for manifest in manifests:
-        for index, asset in enumerate(manifest.assets):
-            data = paths[(manifest.manifest_id, index)].read_bytes()
-            try:
-                asset_frames, asset_malformed = read_asset(spec, manifest, index, data)
-            except ValueError as exc:
-                raise UnreadableAsset(manifest, index, str(exc)) from None
-            frames.extend(asset_frames)
-            malformed.append(asset_malformed)
-            read_counts[f"{manifest.manifest_id}:{asset.uri}"] = sum(f.height for f in asset_frames) + asset_malformed.height
-            asset_fields, asset_sampled = sample_fields(asset.format, data)
-            del data
-            fields.update(asset_fields)
-            sampled += asset_sampled
+    for part in parts:
+        read_counts.update(part.read_counts)
+        fields.update(part.field_sample)
     empty = pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
-    records = pl.concat([empty, *frames], how="vertical") if frames else empty
-    bad = pl.concat(malformed) if malformed else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    declared = sum(a.record_count for m in manifests for a in m.assets)
-    return RawBatch(records=records, malformed=bad, read_counts=read_counts,
-                    field_sample=dict(fields), sampled_records=sampled, declared_records=declared)
+    return RawBatch(
+        records=pl.concat([empty, *(p.records for p in parts)], how="vertical"),
+        malformed=pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *(p.malformed for p in parts)]),
+        read_counts=dict(read_counts), field_sample=dict(fields),
+        sampled_records=sum(p.sampled_records for p in parts), declared_records=sum(p.declared_records for p in parts))
+
+
+def read_chunks(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[tuple[str, int], Path],
+                chunk_bytes: int) -> Iterator[RawBatch]:
+    """A partition's assets as batches of about `chunk_bytes` of input each, in delivery order (the
+    manifests' order, then asset and line): small assets share a chunk, a large one spans several.
+    Memory holds one chunk at a time. Yields at least one (possibly empty) chunk."""
+    pending: list[RawBatch] = []
+    size, yielded = 0, False
+    for manifest in manifests:
+        for index in range(len(manifest.assets)):
+            for part, nbytes in _asset_parts(spec, manifest, index, paths[(manifest.manifest_id, index)],
+                                             min(chunk_bytes, FILE_BLOCK_BYTES)):
+                pending.append(part)
+                size += nbytes
+                if size >= chunk_bytes:
+                    yield merge_batches(spec, pending)
+                    pending, size, yielded = [], 0, True
+    if pending or not yielded:
+        yield merge_batches(spec, pending) if pending else RawBatch(
+            records=pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA}),
+            malformed=pl.DataFrame(schema=QUARANTINE_SCHEMA), read_counts={})
+
+
+def read_partition(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[tuple[str, int], Path]) -> RawBatch:
+    """All assets of a partition's manifests, in delivery order, as one batch."""
+    return merge_batches(spec, list(read_chunks(spec, manifests, paths, chunk_bytes=2**62)))
 
 
 def utc_now() -> datetime:

@@ -147,7 +147,10 @@ def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIde
                                    silver_updated=in_snapshot)
                 replace_silver(conn, spec, sorted(entities), rows)
                 _, window_end = partition_window(day)
-                observed = checks.observe(conn, spec, who, counts, restored, window_end, {}, 0)
+                newest = restored[spec.ordering_column].max() if restored.height else None
+                observed = checks.observe(conn, spec, who, counts,
+                                          restored[spec.entity_key] if restored.height else pl.Series(dtype=pl.String),
+                                          newest, window_end, {}, 0)  # type: ignore[arg-type]
                 outcomes = checks.evaluate(spec.checks, observed)
                 checks.record_results(conn, who, outcomes, now)
                 held = bool(checks.blocking(outcomes))

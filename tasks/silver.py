@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 from sqlalchemy import Connection, text
@@ -32,29 +37,125 @@ def silver_candidates(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity,
     )
 
 
+class SilverCandidates:
+    """Per entity, the partition's greatest accepted event, gathered chunk by chunk.
+
+    The first chunk's candidates stay in memory (a partition of one chunk never touches the disk);
+    from the second chunk on, each chunk's candidates go to a spill file and memory keeps only the
+    narrow (entity, ordering, event key, piece) of each entity's best so far. `pieces` then yields
+    the winning rows one spilled piece at a time."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.entity, self.order, self.last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
+        self._held: pl.DataFrame | None = None
+        self._files: list[Path] = []
+        self._folder: Path | None = None
+        self.best: pl.DataFrame | None = None  # entity, ordering, event key, _piece
+
+    def add(self, candidates: pl.DataFrame) -> None:
+        piece = len(self._files) + (self._held is not None)
+        narrow = candidates.select(self.entity, self.order, self.last, pl.lit(piece, pl.Int32).alias("_piece"))
+        self.best = narrow if self.best is None else self._newer(self.best, narrow)
+        if piece == 0:
+            self._held = candidates
+            return
+        if self._held is not None:
+            self._spill(self._held)
+            self._held = None
+        self._spill(candidates)
+
+    def _newer(self, best: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+        """Each entity's greater (ordering, event key) of the two frames; the silver guard's rule."""
+        o, k = self.order, self.last
+        joined = best.join(new, on=self.entity, how="full", coalesce=True, suffix="_new")
+        newer = pl.col(f"{o}_new").is_not_null() & (
+            pl.col(o).is_null() | (pl.col(f"{o}_new") > pl.col(o))
+            | ((pl.col(f"{o}_new") == pl.col(o)) & (pl.col(f"{k}_new") > pl.col(k))))
+        return joined.select(self.entity, *[pl.when(newer).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c)
+                                            for c in (o, k, "_piece")])
+
+    def _spill(self, frame: pl.DataFrame) -> None:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
+        path = self._folder / f"piece-{len(self._files):05d}.arrow"
+        frame.write_ipc(path, compression="lz4")
+        self._files.append(path)
+
+    @property
+    def count(self) -> int:
+        return 0 if self.best is None else self.best.height
+
+    def pieces(self) -> Iterator[pl.DataFrame]:
+        """The winning candidate rows, one piece at a time."""
+        if self._held is not None:
+            yield self._held
+            return
+        assert self.best is not None or not self._files
+        for number, path in enumerate(self._files):
+            winners = self.best.filter(pl.col("_piece") == number).select(self.entity)  # type: ignore[union-attr]
+            yield pl.read_ipc(path).join(winners, on=self.entity, how="semi")
+
+    def close(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> "SilverCandidates":
+        sweep_dead_spills()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+SPILL_PREFIX = "datafactory-spill-"
+
+
+def sweep_dead_spills() -> None:
+    """Remove spill folders of processes that died (kill -9) before they could clean up."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*"):
+        pid = folder.name.removeprefix(SPILL_PREFIX).split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # alive, or not ours to judge
+
+
 def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:
     order, last = spec.ordering_column, spec.silver_name(spec.event_key)
     return f'({new}."{order}", {new}."{last}") > ({old}."{order}", {old}."{last}")'
 
 
-def write_silver(conn: Connection, spec: DatasetSpec, candidates: pl.DataFrame) -> dict[str, int]:
-    """Classify the batch's per-entity winners against silver, insert new entities, upsert the rest."""
+def write_silver(conn: Connection, spec: DatasetSpec, candidates: SilverCandidates | pl.DataFrame) -> dict[str, int]:
+    """Classify the partition's per-entity winners against silver, insert new entities, upsert the rest."""
+    if isinstance(candidates, pl.DataFrame):
+        held = SilverCandidates(spec)
+        held.add(candidates)
+        candidates = held
     entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
-    stage(conn, "_stg_silver", spec.silver_table, candidates.select(entity, order, last))
+    if candidates.best is None:
+        return dict.fromkeys(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"), 0)
+    stage(conn, "_stg_silver", spec.silver_table, candidates.best.select(entity, order, last))
     counts = classify_silver(conn, spec)
-    known = conn.exec_driver_sql(
+    known = pl.Series(conn.exec_driver_sql(
         f'SELECT s."{entity}" FROM _stg_silver s JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
-    ).scalars().all()
-    is_new = ~candidates[entity].is_in(pl.Series(known, dtype=pl.String).implode())
-    try:  # new entities go straight in; the key check above ran under the partition lock
-        bulk_load(conn, spec.silver_table, take(candidates, is_new))
-    except IntegrityError as exc:
-        raise TransientError(
-            f"{spec.silver_table}: another partition's run created some of these entities first; retry resolves it"
-        ) from exc
-    if known:
-        stage(conn, "_stg_silver", spec.silver_table, candidates.filter(~is_new))
-        upsert_silver(conn, spec)
+    ).scalars().all(), dtype=pl.String)
+    for piece in candidates.pieces():
+        is_new = ~piece[entity].is_in(known.implode())
+        try:  # new entities go straight in; the key check above ran under the partition lock
+            bulk_load(conn, spec.silver_table, take(piece, is_new))
+        except IntegrityError as exc:
+            raise TransientError(
+                f"{spec.silver_table}: another partition's run created some of these entities first; retry resolves it"
+            ) from exc
+        if known.len() and not is_new.all():
+            stage(conn, "_stg_silver_rows", spec.silver_table, piece.filter(~is_new))
+            upsert_silver(conn, spec, "_stg_silver_rows")
     return counts
 
 
@@ -74,14 +175,14 @@ def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
                     map(int, row)))
 
 
-def upsert_silver(conn: Connection, spec: DatasetSpec) -> None:
+def upsert_silver(conn: Connection, spec: DatasetSpec, staged: str = "_stg_silver") -> None:
     """Newer wins by (ordering column, event key); an older or equal event never rewrites a row."""
     table = SILVER[spec.name]
     columns = [c.name for c in table.columns]
     names = ", ".join(f'"{c}"' for c in columns)
     updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != spec.entity_key)
     conn.exec_driver_sql(
-        f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_silver WHERE true "
+        f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM {staged} WHERE true "
         f'ON CONFLICT ("{spec.entity_key}") DO UPDATE SET {updates} '
         f"WHERE {_silver_guard(spec, 'excluded', spec.silver_table)}"
     )

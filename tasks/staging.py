@@ -72,7 +72,8 @@ def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
 
 
 def drop_stages(conn: Connection) -> None:
-    for name in ("_stg_events", "_stg_silver", "_stg_quarantine", "_stg_replaced", "_stg_touched", "_stg_copies", "_stg_rebuilt"):
+    for name in ("_stg_events", "_stg_silver", "_stg_silver_rows", "_stg_quarantine", "_stg_replaced", "_stg_touched",
+                 "_stg_copies", "_stg_rebuilt", "_run_accepted"):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 

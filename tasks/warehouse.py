@@ -9,7 +9,9 @@ Both databases run the same SQL; only how frames reach a table differs (tasks/st
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable
 
@@ -24,7 +26,8 @@ from schemas.tables import quarantine as quarantine_table
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with
-from tasks.silver import rebuild_silver, silver_candidates, write_silver
+from tasks.database import is_postgres
+from tasks.silver import SilverCandidates, rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window
 
@@ -61,16 +64,6 @@ def _bronze_frame(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now
         pl.lit(who.batch_id).alias("_batch_id"),
         pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
     ).select([c.name for c in table.columns])
-
-
-def _existing_events(conn: Connection, spec: DatasetSpec) -> pl.DataFrame:
-    """Bronze versions of the staged event keys: key, content hash and delivery key."""
-    bronze, key = spec.bronze_table, spec.event_key
-    rows = conn.exec_driver_sql(
-        f'SELECT b."{key}", b._content_hash, b._delivery_key '
-        f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}"'
-    ).all()
-    return pl.DataFrame(rows, schema=EXISTING_SCHEMA, orient="row")
 
 
 def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
@@ -188,32 +181,92 @@ def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, w
 
 # --- the transaction -----------------------------------------------------------------------------
 
-def write_partition(
-    conn: Connection,
-    spec: DatasetSpec,
-    batch: ValidatedBatch,
-    who: RunIdentity,
-    now: datetime,
-    force: bool = False,
-    before_silver: Callable[[], None] | None = None,
-) -> tuple[WriteResult, pl.DataFrame, pl.DataFrame]:
-    """Bronze, silver and quarantine for one partition, inside the caller's transaction.
+@dataclass
+class Tally:
+    """What a partition's chunks add up to, beside the write counts: for the counts, checks and evidence."""
 
-    Returns the counts, the rejected records of this batch (the validator's plus the versions that
-    lost to an event's earliest delivery) and the accepted events (one per event key: what the
-    partition delivered, for the lake). The caller commits, or rolls back for a dry run.
-    """
-    result = WriteResult()
-    if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
-        result.skipped = True  # the run we waited for already produced exactly this
-        return result, batch.quarantine.head(0), batch.events.head(0)
+    total: int = 0
+    declared_records: int = 0
+    read_counts: Counter[str] = field(default_factory=Counter)
+    field_sample: Counter[str] = field(default_factory=Counter)
+    sampled_records: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    newest_event: datetime | None = None  # the greatest ordering value of the valid records
+    entities: pl.Series | None = None  # the distinct entities of the valid records (the checks' touched entities)
 
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def add(self, batch: ValidatedBatch, spec: DatasetSpec) -> None:
+        self.total += batch.total
+        self.declared_records += batch.declared_records
+        self.read_counts.update(batch.read_counts)
+        self.field_sample.update(batch.field_sample)
+        self.sampled_records += batch.sampled_records
+        self.rejected_by_reason.update(batch.invalid_by_reason)
+        if batch.events.height:
+            newest = batch.events[spec.ordering_column].max()
+            self.newest_event = newest if self.newest_event is None else max(self.newest_event, newest)  # type: ignore[type-var]
+            entities = batch.events[spec.entity_key].unique()
+            self.entities = entities if self.entities is None else pl.concat([self.entities, entities]).unique()
+
+
+RUN_ACCEPTED = "_run_accepted"
+
+
+class AcceptedKeys:
+    """Event keys this run has accepted, for the chunks after the first: kept in a temp table of the
+    transaction, not in memory, so memory does not grow with the partition. A partition of one chunk
+    never creates it."""
+
+    def __init__(self, conn: Connection, spec: DatasetSpec) -> None:
+        self.conn, self.spec = conn, spec
+        self.pending: pl.Series | None = None
+        self.created = False
+
+    def remember(self, keys: pl.Series) -> None:
+        self._flush()
+        self.pending = keys
+
+    def _flush(self) -> None:
+        if self.pending is None or self.pending.len() == 0:
+            return
+        if not self.created:
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {RUN_ACCEPTED}")
+            collate = ' COLLATE "C"' if is_postgres(self.conn.engine) else ""
+            self.conn.exec_driver_sql(f"CREATE TEMP TABLE {RUN_ACCEPTED} (event_id TEXT{collate} PRIMARY KEY)")
+            self.created = True
+        bulk_load(self.conn, RUN_ACCEPTED, self.pending.alias("event_id").to_frame())
+        if is_postgres(self.conn.engine):
+            self.conn.exec_driver_sql(f"ANALYZE {RUN_ACCEPTED}")
+        self.pending = None
+
+
+def _existing_events(conn: Connection, spec: DatasetSpec, accepted_before: AcceptedKeys) -> pl.DataFrame:
+    """Bronze versions of the staged event keys: key, content hash, delivery key, and whether an
+    earlier chunk of this run accepted the key."""
+    bronze, key = spec.bronze_table, spec.event_key
+    accepted_before._flush()
+    done, join = ("a.event_id IS NOT NULL", f"LEFT JOIN {RUN_ACCEPTED} a ON a.event_id = s.\"{key}\" ") \
+        if accepted_before.created else ("false", "")
+    rows = conn.exec_driver_sql(
+        f'SELECT b."{key}", b._content_hash, b._delivery_key, {done} '
+        f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}" {join}'
+    ).all()
+    return pl.DataFrame(rows, schema=EXISTING_SCHEMA, orient="row")
+
+
+def _write_chunk(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who: RunIdentity, now: datetime,
+                 result: WriteResult, tally: Tally, accepted_before: AcceptedKeys,
+                 displaced_entities: set[str]) -> pl.DataFrame:
+    """Bronze, copies, conflicts and quarantine for one chunk; returns its accepted events."""
     key = spec.event_key
     first = first_versions(batch.events, key)
     stage(conn, "_stg_events", spec.bronze_table, first.select(key, "_content_hash", "_delivery_key"))
-    resolution = resolve_versions(batch.events, _existing_events(conn, spec), key)
+    resolution = resolve_versions(batch.events, _existing_events(conn, spec, accepted_before), key)
     replaced = resolution.displaced + resolution.relineage
-    displaced_entities = _entities_of(conn, spec, resolution.displaced)
+    displaced_entities.update(_entities_of(conn, spec, resolution.displaced))
     if replaced:
         # the later delivery leaves bronze but stays on record as a copy
         stage_keys(conn, "_stg_replaced", replaced)
@@ -228,24 +281,17 @@ def write_partition(
         raise TransientError(
             f"{spec.bronze_table}: another partition's run wrote some of these events first; retry resolves it"
         ) from exc
-    result.bronze_inserted = resolution.bronze_inserted
-    result.bronze_existing = resolution.bronze_existing
-    result.bronze_displaced = len(resolution.displaced)
-    result.duplicate_in_batch = resolution.duplicate_in_batch
-    result.conflicting = resolution.conflicting.height
+    result.bronze_inserted += resolution.bronze_inserted
+    result.bronze_existing += resolution.bronze_existing
+    result.bronze_displaced += len(resolution.displaced)
+    result.duplicate_in_batch += resolution.duplicate_in_batch
+    result.conflicting += resolution.conflicting.height
 
-    if before_silver is not None:
-        before_silver()
     accepted = resolution.accepted
+    accepted_before.remember(accepted[key])
     window_start, _ = partition_window(who.partition_key)
-    result.late_arriving = accepted.filter(pl.col(spec.partition_column) < window_start).height
-    candidates = silver_candidates(spec, accepted, who, now)
-    result.distinct_entities = candidates.height
-    for name, value in write_silver(conn, spec, candidates).items():
-        setattr(result, name, value)
-    touched = set(displaced_entities) | set(
-        accepted.filter(pl.col(key).is_in(resolution.displaced))[spec.entity_key].to_list())
-    rebuild_silver(conn, spec, sorted(touched), now)
+    result.late_arriving += accepted.filter(pl.col(spec.partition_column) < window_start).height
+    displaced_entities.update(accepted.filter(pl.col(key).is_in(resolution.displaced))[spec.entity_key].to_list())
 
     touched_keys = sorted(set(resolution.copies[key].to_list()) | set(replaced))
     if touched_keys:
@@ -253,14 +299,50 @@ def write_partition(
         stage_keys(conn, "_stg_touched", touched_keys)
         derive_conflicts(conn, spec, "_stg_touched", now)
 
-    lost_rows = resolution.conflicting.select(
-        pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
-        pl.col("_line_number").alias("line_number"),
-        pl.lit(QuarantineReason.CONFLICTING_DUPLICATE.value).alias("reason_code"),
-        pl.lit(f"{key}: content differs from the earliest delivery of this event").alias("detail"),
-        pl.col(key).alias("event_id"), pl.col("_raw_payload").alias("raw_payload"),
-    )
-    rejected = pl.concat([batch.quarantine, lost_rows.cast(batch.quarantine.schema)])
-    result.quarantine_inserted = insert_quarantine(conn, spec, batch.quarantine, who, now)
+    tally.rejected_by_reason[QuarantineReason.CONFLICTING_DUPLICATE.value] += resolution.conflicting.height
+    result.quarantine_inserted += insert_quarantine(conn, spec, batch.quarantine, who, now)
+    return accepted
+
+
+def write_partition(
+    conn: Connection,
+    spec: DatasetSpec,
+    batches: Iterable[ValidatedBatch],
+    who: RunIdentity,
+    now: datetime,
+    force: bool = False,
+    before_silver: Callable[[], None] | None = None,
+    on_accepted: Callable[[pl.DataFrame], None] | None = None,
+) -> tuple[WriteResult, Tally]:
+    """Bronze, silver and quarantine for one partition, inside the caller's transaction.
+
+    The partition arrives in chunks (delivery order across them): each chunk's bronze, copies and
+    quarantine are written as it comes, and its accepted events (one per event key: what the partition
+    delivered) handed to `on_accepted` (the lake); silver is written once, at the end, from each
+    entity's greatest event over all chunks. Returns the counts and the tally of the chunks (rejected
+    records: the validator's plus the versions that lost to an event's earliest delivery). The caller
+    commits, or rolls back for a dry run.
+    """
+    result, tally = WriteResult(), Tally()
+    if not force and succeeded_with(conn, who.dataset, who.partition_key, who.fingerprint):
+        result.skipped = True  # the run we waited for already produced exactly this
+        return result, tally
+
+    accepted_before = AcceptedKeys(conn, spec)
+    displaced_entities: set[str] = set()
+    with SilverCandidates(spec) as candidates:
+        for batch in batches:
+            tally.add(batch, spec)
+            accepted = _write_chunk(conn, spec, batch, who, now, result, tally, accepted_before, displaced_entities)
+            candidates.add(silver_candidates(spec, accepted, who, now))
+            if on_accepted is not None:
+                on_accepted(accepted)
+            del batch, accepted
+        if before_silver is not None:
+            before_silver()
+        result.distinct_entities = candidates.count
+        for name, value in write_silver(conn, spec, candidates).items():
+            setattr(result, name, value)
+    rebuild_silver(conn, spec, sorted(displaced_entities), now)
     drop_stages(conn)
-    return result, rejected, accepted
+    return result, tally

@@ -63,6 +63,20 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         _drop_pg_database(cluster, name)
 
 
+@pytest.fixture
+def other_warehouse_url(warehouse_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A second fresh warehouse of the same kind as `warehouse_url` (to compare two ways of loading)."""
+    if warehouse_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other-warehouse.db'}"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    name, url = _new_pg_database(cluster)
+    try:
+        yield url
+    finally:
+        _drop_pg_database(cluster, name)
+
+
 # Behaviour that does not depend on the database (evidence files, artifacts, the lake) runs on SQLite only.
 sqlite_only = pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -13,11 +14,10 @@ from schemas.datasets import get_dataset
 from schemas.tables import BRONZE, SILVER, quarantine
 from tasks.commit import Committed, commit_partition
 from tasks.database import get_engine
-from tasks.manifests import read_manifests
+from tasks.delivery import DEFAULT_CHUNK_BYTES, Delivery
 from tasks.lake import Lake
 from tasks.ledger import RunIdentity
 from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint
-from tasks.validate import validate_batch
 from tasks.warehouse import WriteResult
 
 DAYS = [date(2026, 4, 14), date(2026, 4, 16), date(2026, 4, 17)]
@@ -30,25 +30,31 @@ def identity(day: date, manifests: list, action: str = "run", partial: bool = Fa
                        partial=partial)
 
 
+# Tests read in chunks of this many bytes unless they say otherwise; FACTORY_TEST_CHUNK_BYTES=1 runs the
+# suite with every line its own chunk (the write then spans as many chunks as the partition has lines)
+TEST_CHUNK_BYTES = int(os.environ.get("FACTORY_TEST_CHUNK_BYTES", DEFAULT_CHUNK_BYTES))
+
+
 def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
            before_silver: Callable[[], None] | None = None, manifest_id: str | None = None,
-           lake: Lake | None = None) -> Committed:
-    """Manifests -> read -> validate -> one transaction (write and checks); what the attempt did.
-    With `manifest_id`, only that delivery (a replay); with `lake`, the snapshot too."""
+           lake: Lake | None = None, chunk_bytes: int | None = None) -> Committed:
+    """Manifests -> read, validate and write chunk by chunk, checks, in one transaction; what the attempt
+    did. With `manifest_id`, only that delivery (a replay); with `lake`, the snapshot too."""
     spec = get_dataset("tickets")
     manifests = partition_manifests(manifest_dir, "tickets", day)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
-    batch = validate_batch(spec, read_manifests(spec, manifests, manifest_dir), day)
+    delivery = Delivery(spec, manifests, manifest_dir, day, chunk_bytes or TEST_CHUNK_BYTES)
     who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None)
-    return commit_partition(get_engine(url), spec, batch, who, dry_run=dry_run, force=force,
+    return commit_partition(get_engine(url), spec, delivery, who, dry_run=dry_run, force=force,
                             before_silver=before_silver, lake=lake)
 
 
 def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
-           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None) -> tuple[WriteResult, Any]:
-    """`commit`, reduced to the write counts and the rejected records."""
-    done = commit(url, manifest_dir, day, force, dry_run, before_silver, manifest_id)
+           before_silver: Callable[[], None] | None = None, manifest_id: str | None = None,
+           chunk_bytes: int | None = None) -> tuple[WriteResult, int]:
+    """`commit`, reduced to the write counts and the number of rejected records."""
+    done = commit(url, manifest_dir, day, force, dry_run, before_silver, manifest_id, chunk_bytes=chunk_bytes)
     return done.result, done.rejected
 
 

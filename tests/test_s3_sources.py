@@ -132,10 +132,10 @@ def test_an_s3_outage_is_transient_and_the_run_converges_when_it_is_back(warehou
         lake = Lake(open_storage("s3://blip/lake", None, f"http://127.0.0.1:{port}"))
         real = lake_module._write_temp
 
-        def outage(*args: object) -> object:
+        def outage(*args: object, **kwargs: object) -> object:
             server.kill()
             server.wait()
-            return real(*args)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(lake_module, "_write_temp", outage)
         with pytest.raises(TransientError):

@@ -1,0 +1,150 @@
+"""A partition read, validated and written in chunks gives exactly what it gives read whole: the same
+counts, checks, bronze, silver, quarantine and lake rows, whatever the chunk size (FACTORY_CHUNK_BYTES),
+and a run that fails or is killed between chunks converges when rerun."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from schemas.datasets import get_dataset
+from schemas.settings import DEFAULT_CHUNK_BYTES
+from tasks.generate import realistic_lines, write_lines, write_manifest
+from tasks.lake import Lake, read_files
+from tasks.lake_state import current_record
+from tasks.database import get_engine, reading
+from tasks.manifests import asset_files, partition_manifests, read_manifests
+from tasks.read import read_chunks
+from tasks.silver import SPILL_PREFIX
+from tasks.storage import open_storage
+from tests.conftest import REPO, sqlite_only
+from tests.faults import Injected, inject
+from tests.helpers import DAYS, commit
+from tests.test_faults import assert_converged
+from tests.test_oracle import assert_matches_oracle, make_deliveries
+
+SPEC = get_dataset("tickets")
+LINE_PER_CHUNK, FEW_LINES = 1, 700  # bytes: every line its own chunk; two or three lines a chunk
+D14, D16, D17 = DAYS
+
+
+def _verdicts(done) -> list[tuple[str, str, float | None]]:  # type: ignore[no-untyped-def]
+    return [(c.name, c.status, c.observed) for c in done.checks]
+
+
+@pytest.mark.parametrize("chunk_bytes", [LINE_PER_CHUNK, FEW_LINES], ids=["line-per-chunk", "few-lines"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_chunked_runs_count_and_check_exactly_as_whole_runs(warehouse_url: str, other_warehouse_url: str,
+                                                            tmp_path: Path, seed: int, chunk_bytes: int) -> None:
+    """Random defect-laden deliveries in random order, then forced reruns and replays: every run's counts
+    and check verdicts in chunks equal the same run's read whole, and the warehouse is the oracle's."""
+    root = tmp_path / "deliveries"
+    root.mkdir()
+    days = make_deliveries(root, seed)
+    rng = random.Random(seed)
+    runs: list[tuple[date, bool]] = [(day, False) for day in rng.sample(days, len(days))]
+    runs += [(rng.choice(days), True) for _ in range(3)]
+    for day, force in runs:
+        whole = commit(warehouse_url, root, day, force=force, chunk_bytes=DEFAULT_CHUNK_BYTES)
+        chunked = commit(other_warehouse_url, root, day, force=force, chunk_bytes=chunk_bytes)
+        assert chunked.counts == whole.counts, (day, force)
+        assert _verdicts(chunked) == _verdicts(whole), (day, force)
+    assert_matches_oracle(other_warehouse_url, root)
+
+
+def _big_delivery(root: Path, events: int = 3000) -> None:
+    source = root / "sources" / "big.jsonl"
+    write_lines(source, realistic_lines(D17, events, events // 4, seed=3, defect_every=500))
+    write_manifest(root, "big", "tickets", D17, datetime(2026, 4, 17, 23, tzinfo=timezone.utc), [source])
+
+
+@sqlite_only
+def test_a_snapshot_written_in_chunks_holds_the_rows_of_one_written_whole(warehouse_url: str, other_warehouse_url: str,
+                                                                          tmp_path: Path) -> None:
+    root = tmp_path / "deliveries"
+    _big_delivery(root)
+    lakes = [Lake(open_storage(str(tmp_path / name))) for name in ("whole", "chunked")]
+    commit(warehouse_url, root, D17, lake=lakes[0], chunk_bytes=DEFAULT_CHUNK_BYTES)
+    commit(other_warehouse_url, root, D17, lake=lakes[1], chunk_bytes=64 * 1024)
+    rows, files = [], []
+    for url, lake in zip((warehouse_url, other_warehouse_url), lakes):
+        with reading(get_engine(url)) as conn:
+            record = current_record(conn, lake, "tickets", D17)
+        files.append(len(record["files"]))
+        rows.append(read_files(lake, "tickets", D17, record).sort("event_id"))
+    assert files[0] == 1 and files[1] > 10
+    assert rows[1].equals(rows[0])
+
+
+def test_the_reader_hands_over_chunks_in_delivery_order_that_add_up_to_the_whole(tmp_path: Path) -> None:
+    """Chunks of about chunk_bytes of input, small assets sharing one, lines numbered as in their file."""
+    for name, events in (("a", 40), ("b", 3), ("c", 900)):
+        source = tmp_path / "sources" / f"{name}.jsonl"
+        write_lines(source, realistic_lines(D17, events, 10, seed=len(name) + events, defect_every=20))
+        write_manifest(tmp_path, name, "tickets", D17, datetime(2026, 4, 17, 20 + len(name), tzinfo=timezone.utc),
+                       [source])
+    manifests = partition_manifests(tmp_path, "tickets", D17)
+    whole = read_manifests(SPEC, manifests, tmp_path)
+    with asset_files(manifests, tmp_path) as paths:
+        chunks = list(read_chunks(SPEC, manifests, paths, chunk_bytes=16 * 1024))
+    assert len(chunks) > 10
+    records = pl.concat([c.records for c in chunks])
+    assert records.equals(whole.records)
+    assert pl.concat([c.malformed for c in chunks]).equals(whole.malformed)
+    assert sum(c.declared_records for c in chunks) == whole.declared_records == 943
+    assert sum(c.total for c in chunks) == whole.total == 943
+
+
+def _dead_spills() -> list[Path]:
+    """Spill folders whose process is gone (live ones belong to other tests running now)."""
+    dead = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*"):
+        pid = int(folder.name.removeprefix(SPILL_PREFIX).split("-")[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(folder)
+    return dead
+
+
+# between two chunks' writes (the second chunk spills the silver candidates), and after the last
+CHUNK_BOUNDARIES = ["tasks.warehouse:_write_chunk:after:2", "tasks.silver:SilverCandidates._spill:after:3",
+                    "tasks.lake:SnapshotWriter.add:after:2", "tasks.warehouse:write_silver:after"]
+
+
+@pytest.mark.parametrize("boundary", CHUNK_BOUNDARIES)
+def test_a_run_failing_between_chunks_converges_when_rerun(warehouse_url: str, sample_dir: Path, tmp_path: Path,
+                                                           boundary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake = Lake(open_storage(str(tmp_path / "lake")), retention=3)
+    for day in (D14, D16):
+        commit(warehouse_url, sample_dir, day, lake=lake, chunk_bytes=FEW_LINES)
+    with monkeypatch.context() as patch:
+        inject(patch, boundary)
+        with pytest.raises(Injected):
+            commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
+    commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
+    assert_converged(warehouse_url, lake, sample_dir)
+    assert _dead_spills() == []
+
+
+@pytest.mark.parametrize("boundary", CHUNK_BOUNDARIES[:2])
+def test_a_run_killed_between_chunks_converges_when_rerun(warehouse_url: str, sample_dir: Path, tmp_path: Path,
+                                                          boundary: str) -> None:
+    lake = Lake(open_storage(str(tmp_path / "lake")), retention=3)
+    for day in (D14, D16):
+        commit(warehouse_url, sample_dir, day, lake=lake, chunk_bytes=FEW_LINES)
+    killed = subprocess.run([sys.executable, "-m", "tests.faults", boundary, "--", "commit", warehouse_url,
+                             str(sample_dir), D17.isoformat(), lake.storage.url], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "FACTORY_TEST_CHUNK_BYTES": str(FEW_LINES)})
+    assert killed.returncode == -9, killed.stderr
+    commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
+    assert_converged(warehouse_url, lake, sample_dir)
+    assert _dead_spills() == []
