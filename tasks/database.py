@@ -130,6 +130,24 @@ def writing_briefly(engine: Engine, wait_s: float = 2.0) -> Iterator[Connection]
                 raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
 
 
+@contextmanager
+def probing_by_index(conn: Connection) -> Iterator[None]:
+    """Join a small staged key list to a large keyed table by index lookups, not by hashing the table.
+
+    Inside a write, the table's statistics do not know the rows this transaction added, and PostgreSQL
+    may scan and hash all of it for every chunk of a partition (quadratic over its chunks); probing
+    the primary key costs the same per key however large the table grows. SQLite always probes."""
+    if not is_postgres(conn.engine):
+        yield
+        return
+    before = conn.exec_driver_sql("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')").one()
+    conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+    conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+    yield  # on an error the transaction rolls back, and SET LOCAL with it
+    conn.exec_driver_sql("SELECT set_config('enable_hashjoin', %(h)s, true), set_config('enable_mergejoin', %(m)s, true)",
+                         {"h": before[0], "m": before[1]})
+
+
 def autocommitting(engine: Engine) -> Connection:
     """A connection whose statements commit one by one (PostgreSQL: AUTOCOMMIT; SQLite: no BEGIN)."""
     conn = engine.connect()

@@ -1,12 +1,15 @@
 """A partition's inputs as the write consumes them: validated chunks, read afresh on every iteration.
 
 Reading, validating and writing go chunk by chunk (about FACTORY_CHUNK_BYTES of input each, in
-delivery order), so memory holds one chunk, not the partition. Iterating again reads the files again:
+delivery order), so memory holds one chunk, not the partition (and the next one, read ahead while the
+warehouse takes the current one: the two overlap on two cores). Iterating again reads the files again:
 a retried attempt starts from the sources, not from what a failed attempt held.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +23,9 @@ from tasks.manifests import asset_error, asset_files, check_fetched_unchanged, d
 from tasks.read import UnreadableAsset, read_chunks
 from tasks.validate import ValidatedBatch, validate_batch
 
+_END = object()
+
+
 @dataclass
 class Delivery:
     """The verified manifests of one partition, readable as validated chunks in delivery order."""
@@ -29,10 +35,14 @@ class Delivery:
     root: Path
     partition_key: date
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    read_ahead: bool = True  # read and validate the next chunk while the caller writes this one
     stages: dict[str, float] = field(default_factory=dict)  # "read" and "validate" seconds, over all chunks
 
     def __iter__(self) -> Iterator[ValidatedBatch]:
         self.stages.update(read=0.0, validate=0.0)
+        return self._read_ahead() if self.read_ahead else self._chunks()
+
+    def _chunks(self) -> Iterator[ValidatedBatch]:
         with asset_files(self.manifests, self.root) as paths:
             check_fetched_unchanged(self.manifests, paths)
             # chunks must follow delivery order: an event's first record in the run is its earliest delivery
@@ -51,5 +61,47 @@ class Delivery:
                 del raw  # the validated chunk holds what the write needs
                 self.stages["validate"] += time.perf_counter() - began
                 yield batch
-                del batch  # before the next chunk is read: one chunk in memory at a time
+                del batch  # before the next chunk is read
 
+    def _read_ahead(self) -> Iterator[ValidatedBatch]:
+        """`_chunks` on a reading thread, at most one chunk ahead; its errors are raised here, and
+        when the caller stops early (a failed write) the thread stops and closes its files."""
+        handoff: queue.Queue[object] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            chunks = self._chunks()
+            try:
+                for batch in chunks:
+                    if not put(batch):
+                        return
+                    del batch
+                put(_END)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                put(exc)
+            finally:
+                chunks.close()
+
+        reader = threading.Thread(target=produce, name="datafactory-read-ahead", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+                del item
+        finally:
+            stop.set()
+            reader.join()

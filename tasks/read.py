@@ -234,7 +234,8 @@ def _blocks(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
         start = end
 
 
-_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
+# a newline that ends a line and starts a blank one: the lookahead fails at once on a record's "{"
+_BEFORE_BLANK_LINE = re.compile(rb"\n(?=[ \t\r\x0b\x0c]*\n)")
 
 
 def count_jsonl_records(data: bytes) -> int:
@@ -245,9 +246,12 @@ def count_jsonl_records(data: bytes) -> int:
 def count_jsonl_lines(block: bytes) -> int:
     """Non-blank lines of a block of whole lines (the last may lack its newline), counted without
     splitting it into a Python object per line."""
-    lines = block.count(b"\n")
+    first_end = block.find(b"\n")
+    if first_end == -1:
+        return 1 if block.strip(BLANK) else 0
+    blank = len(_BEFORE_BLANK_LINE.findall(block)) + (0 if block[:first_end].strip(BLANK) else 1)
     tail = block[block.rfind(b"\n") + 1:]
-    return lines - len(_BLANK_LINE.findall(block)) + (1 if tail.strip(BLANK) else 0)
+    return block.count(b"\n") - blank + (1 if tail.strip(BLANK) else 0)
 
 
 FILE_BLOCK_BYTES = 64 * 2**20

@@ -51,12 +51,17 @@ class SilverCandidates:
         self._held: pl.DataFrame | None = None
         self._files: list[Path] = []
         self._folder: Path | None = None
-        self.best: pl.DataFrame | None = None  # entity, ordering, event key, _piece
+        self._best: pl.DataFrame | None = None  # entity, ordering, event key, _piece: one row per entity
+        self._pending: list[pl.DataFrame] = []  # narrow rows of the chunks since the last merge
 
     def add(self, candidates: pl.DataFrame) -> None:
         piece = len(self._files) + (self._held is not None)
-        narrow = candidates.select(self.entity, self.order, self.last, pl.lit(piece, pl.Int32).alias("_piece"))
-        self.best = narrow if self.best is None else self._newer(self.best, narrow)
+        self._pending.append(candidates.select(self.entity, self.order, self.last,
+                                               pl.lit(piece, pl.Int32).alias("_piece")))
+        # merged once the pending rows outnumber the merged ones: each row is merged a bounded number
+        # of times, so a partition of many chunks costs no more than one of few
+        if sum(p.height for p in self._pending) >= (self._best.height if self._best is not None else 0):
+            self._merge()
         if piece == 0:
             self._held = candidates
             return
@@ -65,15 +70,20 @@ class SilverCandidates:
             self._held = None
         self._spill(candidates)
 
-    def _newer(self, best: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-        """Each entity's greater (ordering, event key) of the two frames; the silver guard's rule."""
-        o, k = self.order, self.last
-        joined = best.join(new, on=self.entity, how="full", coalesce=True, suffix="_new")
-        newer = pl.col(f"{o}_new").is_not_null() & (
-            pl.col(o).is_null() | (pl.col(f"{o}_new") > pl.col(o))
-            | ((pl.col(f"{o}_new") == pl.col(o)) & (pl.col(f"{k}_new") > pl.col(k))))
-        return joined.select(self.entity, *[pl.when(newer).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c)
-                                            for c in (o, k, "_piece")])
+    def _merge(self) -> None:
+        """Each entity's greatest (ordering, event key) of everything added so far: the silver guard's rule."""
+        frames = ([self._best] if self._best is not None else []) + self._pending
+        self._pending = []
+        if frames:
+            self._best = (pl.concat(frames).sort([self.order, self.last], descending=True, nulls_last=True)
+                          .unique(self.entity, keep="first", maintain_order=False))
+
+    @property
+    def best(self) -> pl.DataFrame | None:
+        """The narrow winner of every entity so far (entity, ordering, event key, piece)."""
+        if self._pending:
+            self._merge()
+        return self._best
 
     def _spill(self, frame: pl.DataFrame) -> None:
         if self._folder is None:

@@ -26,7 +26,7 @@ from schemas.tables import quarantine as quarantine_table
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with
-from tasks.database import is_postgres
+from tasks.database import is_postgres, probing_by_index
 from tasks.silver import SilverCandidates, rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window
@@ -192,7 +192,8 @@ class Tally:
     sampled_records: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     newest_event: datetime | None = None  # the greatest ordering value of the valid records
-    entities: pl.Series | None = None  # the distinct entities of the valid records (the checks' touched entities)
+    _entities: pl.Series | None = None
+    _pending_entities: list[pl.Series] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -208,8 +209,22 @@ class Tally:
         if batch.events.height:
             newest = batch.events[spec.ordering_column].max()
             self.newest_event = newest if self.newest_event is None else max(self.newest_event, newest)  # type: ignore[type-var]
-            entities = batch.events[spec.entity_key].unique()
-            self.entities = entities if self.entities is None else pl.concat([self.entities, entities]).unique()
+            self._pending_entities.append(batch.events[spec.entity_key].unique())
+            if sum(e.len() for e in self._pending_entities) >= (self._entities.len() if self._entities is not None else 0):
+                self._merge_entities()  # merged when the pending outnumber the merged: linear over a run
+
+    def _merge_entities(self) -> None:
+        parts = ([self._entities] if self._entities is not None else []) + self._pending_entities
+        self._pending_entities = []
+        if parts:
+            self._entities = pl.concat(parts).unique()
+
+    @property
+    def entities(self) -> pl.Series | None:
+        """The distinct entities of the valid records (the checks' touched entities)."""
+        if self._pending_entities:
+            self._merge_entities()
+        return self._entities
 
 
 RUN_ACCEPTED = "_run_accepted"
@@ -237,9 +252,7 @@ class AcceptedKeys:
             collate = ' COLLATE "C"' if is_postgres(self.conn.engine) else ""
             self.conn.exec_driver_sql(f"CREATE TEMP TABLE {RUN_ACCEPTED} (event_id TEXT{collate} PRIMARY KEY)")
             self.created = True
-        bulk_load(self.conn, RUN_ACCEPTED, self.pending.alias("event_id").to_frame())
-        if is_postgres(self.conn.engine):
-            self.conn.exec_driver_sql(f"ANALYZE {RUN_ACCEPTED}")
+        bulk_load(self.conn, RUN_ACCEPTED, self.pending.alias("event_id").to_frame())  # probed by its key
         self.pending = None
 
 
@@ -250,10 +263,11 @@ def _existing_events(conn: Connection, spec: DatasetSpec, accepted_before: Accep
     accepted_before._flush()
     done, join = ("a.event_id IS NOT NULL", f"LEFT JOIN {RUN_ACCEPTED} a ON a.event_id = s.\"{key}\" ") \
         if accepted_before.created else ("false", "")
-    rows = conn.exec_driver_sql(
-        f'SELECT b."{key}", b._content_hash, b._delivery_key, {done} '
-        f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}" {join}'
-    ).all()
+    with probing_by_index(conn):
+        rows = conn.exec_driver_sql(
+            f'SELECT b."{key}", b._content_hash, b._delivery_key, {done} '
+            f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}" {join}'
+        ).all()
     return pl.DataFrame(rows, schema=EXISTING_SCHEMA, orient="row")
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.datasets import get_dataset
 from schemas.settings import DEFAULT_CHUNK_BYTES
@@ -22,7 +24,7 @@ from tasks.lake import Lake, read_files
 from tasks.lake_state import current_record
 from tasks.database import get_engine, reading
 from tasks.manifests import asset_files, partition_manifests, read_manifests
-from tasks.read import read_chunks
+from tasks.read import BOM, count_jsonl_lines, count_jsonl_records, jsonl_blocks, read_chunks
 from tasks.silver import SPILL_PREFIX
 from tasks.storage import open_storage
 from tests.conftest import REPO, sqlite_only
@@ -40,8 +42,8 @@ def _verdicts(done) -> list[tuple[str, str, float | None]]:  # type: ignore[no-u
     return [(c.name, c.status, c.observed) for c in done.checks]
 
 
-@pytest.mark.parametrize("chunk_bytes", [LINE_PER_CHUNK, FEW_LINES], ids=["line-per-chunk", "few-lines"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "chunk_bytes"), [(1, LINE_PER_CHUNK), (2, FEW_LINES), (3, FEW_LINES)],
+                         ids=["line-per-chunk", "few-lines", "few-lines-again"])
 def test_chunked_runs_count_and_check_exactly_as_whole_runs(warehouse_url: str, other_warehouse_url: str,
                                                             tmp_path: Path, seed: int, chunk_bytes: int) -> None:
     """Random defect-laden deliveries in random order, then forced reruns and replays: every run's counts
@@ -101,6 +103,25 @@ def test_the_reader_hands_over_chunks_in_delivery_order_that_add_up_to_the_whole
     assert pl.concat([c.malformed for c in chunks]).equals(whole.malformed)
     assert sum(c.declared_records for c in chunks) == whole.declared_records == 943
     assert sum(c.total for c in chunks) == whole.total == 943
+
+
+# bytes a JSONL file may hold around its lines: blank lines of every kind, a BOM, CR LF, invalid UTF-8
+PIECES = st.sampled_from([b"{}", b"x", b"\n", b"\r\n", b" ", b"\t", b"\x0b", b"\x0c", BOM, b"\xff", b"\n \n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=st.lists(PIECES, max_size=40).map(b"".join), block_bytes=st.integers(1, 12))
+def test_file_blocks_split_no_line_and_count_what_the_reader_reads(content: bytes, block_bytes: int) -> None:
+    """Read in blocks of any size, a file's blocks end at newlines, rejoin to the file (its leading BOM
+    dropped), number their lines as the file does, and count the non-blank lines a naive split counts."""
+    import io
+
+    blocks = list(jsonl_blocks(io.BytesIO(content), block_bytes))
+    assert b"".join(block for _, block in blocks) == content.removeprefix(BOM)
+    assert all(block.endswith(b"\n") for _, block in blocks[:-1])
+    assert [first for first, _ in blocks] == [1 + sum(b.count(b"\n") for _, b in blocks[:i]) for i in range(len(blocks))]
+    naive = sum(1 for line in content.removeprefix(BOM).split(b"\n") if line.strip(b" \t\r\n\x0b\x0c"))
+    assert sum(count_jsonl_lines(block) for _, block in blocks) == count_jsonl_records(content) == naive
 
 
 def _dead_spills() -> list[Path]:

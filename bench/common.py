@@ -1,0 +1,77 @@
+"""What the benchmarks share: a realistic delivery, a throwaway PostgreSQL, and timing a command as a
+user runs it (wall time from process start to exit, and that process's peak RSS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from tasks.generate import realistic_lines, write_lines, write_manifest  # noqa: E402
+from tests.pgcluster import Cluster, start_cluster  # noqa: E402
+
+DAY = date(2026, 4, 17)
+DATAFACTORY = str(Path(sys.executable).with_name("datafactory"))
+
+
+def realistic_partition(manifest_dir: Path, events: int, defect_every: int, day: date = DAY) -> Path:
+    """One day of `events` synthetic ticket events (tickets = events / 4) with realistic defects, as one
+    JSONL asset and its manifest; returns the asset."""
+    source = manifest_dir / "sources" / f"{day}.jsonl"
+    write_lines(source, realistic_lines(day, events, max(1, events // 4), seed=1, defect_every=defect_every))
+    write_manifest(manifest_dir, f"bench-{day}", "tickets", day,
+                   datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc).replace(hour=23), [source])
+    return source
+
+
+def postgres() -> Cluster:
+    """A throwaway PostgreSQL 15 cluster on a loopback port, fsync on (as a real warehouse runs)."""
+    return start_cluster(fsync=True)
+
+
+def new_database(cluster: Cluster, name: str) -> str:
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return cluster.url(name)
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak_rss_mib: float
+    returncode: int
+    output: str
+
+
+def timed_command(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
+    """Run a command to its end: wall seconds from start to exit and its own peak RSS (wait4)."""
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.monotonic_ns()}.log"
+    started = time.perf_counter()
+    with log.open("w+") as out:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        output = out.read()
+    log.unlink(missing_ok=True)
+    return Timed(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), output)
+
+
+def factory_env(workspace: Path, database_url: str, manifest_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment `datafactory` runs in: this workspace's warehouse, lake, reports; no Prefect API set
+    (so Prefect's ephemeral server, as on a fresh machine) unless `extra` sets one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_API_URL"))}
+    env.update(FACTORY_DATABASE_URL=database_url, FACTORY_MANIFEST_DIR=str(manifest_dir),
+               FACTORY_LAKE_URL=str(workspace / "lake"), FACTORY_REPORT_DIR=str(workspace / "reports"),
+               PREFECT_HOME=str(workspace / "prefect-home"), **extra)
+    return env
