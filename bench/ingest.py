@@ -38,6 +38,7 @@ def library_child(manifest_dir: Path, url: str, lake_dir: Path) -> None:
     """The library path (run in its own process by `library`, so its peak RSS is its own)."""
     import flows  # noqa: F401  (the allocator settings the CLI and the flows use)
     from schemas.datasets import get_dataset
+    from schemas.settings import load_settings
     from tasks.commit import commit_partition
     from tasks.database import get_engine
     from tasks.delivery import Delivery
@@ -52,8 +53,10 @@ def library_child(manifest_dir: Path, url: str, lake_dir: Path) -> None:
     fingerprint = source_fingerprint(manifests)
     who = RunIdentity("tickets", DAY, batch_id_for("tickets", DAY, fingerprint), "", fingerprint,
                       tuple(m.manifest_id for m in manifests), "run", "execute", "operator_request", "bench", None)
-    done = commit_partition(get_engine(url), spec, Delivery(spec, manifests, manifest_dir, DAY), who, dry_run=False,
-                            force=False, lake=Lake(LocalStorage(lake_dir)))
+    delivery = Delivery(spec, manifests, manifest_dir, DAY, load_settings().chunk_bytes,
+                        read_ahead=os.environ.get("BENCH_READ_AHEAD", "1") == "1")
+    done = commit_partition(get_engine(url), spec, delivery, who, dry_run=False, force=False,
+                            lake=Lake(LocalStorage(lake_dir)))
     print(f"library: {time.perf_counter() - started:.2f}s total={done.counts.total} valid={done.counts.valid} "
           f"invalid={done.counts.invalid} bronze_inserted={done.counts.bronze_inserted} "
           f"silver_inserted={done.counts.silver_inserted} held={done.held}")
@@ -67,7 +70,10 @@ def limit(port: int, database: str, source: Path) -> float:
     from schemas.datasets import get_dataset
     from tasks.staging import COPY_CHUNK_ROWS, copy_text
 
+    from tasks.database import get_engine
+
     spec = get_dataset("tickets")
+    get_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}").dispose()  # the tables to copy the shape of
     started = time.perf_counter()
     data = source.read_bytes()
     lines = [line for line in data.split(b"\n") if line.endswith(b"}")]  # malformed lines skipped, unchecked
@@ -126,7 +132,7 @@ def main() -> None:
             results["library (functions, one process)"] = (lib.seconds, lib.peak_rss_mib)
             if not args.skip_cli:
                 results.update(cli_runs(root, manifest_dir, cluster))
-            limit_s = None if args.skip_limit else limit(cluster.port, new_database(cluster, "limit"), source)
+            limit_s = None if args.skip_limit else limit(cluster.port, _database(cluster, "copy_limit"), source)
         finally:
             cluster.stop()
 
@@ -157,6 +163,7 @@ def cli_runs(root: Path, manifest_dir: Path, cluster) -> dict[str, tuple[float, 
             if run.returncode not in (0, 1):
                 print(run.output)
             results[label] = (run.seconds, run.peak_rss_mib)
+            print(f"{label}: {run.seconds:.1f}s, peak RSS {run.peak_rss_mib:,.0f} MiB")
             again = timed_command([DATAFACTORY, "run", "--partition", DAY.isoformat()], env=env, cwd=workspace)
             results[f"  no-op datafactory run of the same partition{' (shared)' if shared else ''}"] = (
                 again.seconds, again.peak_rss_mib)
@@ -164,6 +171,11 @@ def cli_runs(root: Path, manifest_dir: Path, cluster) -> dict[str, tuple[float, 
             if shared:
                 timed_command([DATAFACTORY, "server", "stop"], env=env, cwd=workspace)
     return results
+
+
+def _database(cluster, name: str) -> str:  # type: ignore[no-untyped-def]
+    new_database(cluster, name)
+    return name
 
 
 def _free_port() -> int:

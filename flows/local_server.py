@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flows.prefect_env import QUIET_DEFAULTS, chosen_by_user
+from tasks.processes import process_alive
 
 STATE_FILE = Path(".factory") / "prefect-server.json"
 LOG_FILE = Path(".factory") / "prefect-server.log"
@@ -40,20 +41,6 @@ class LocalServer:
     @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def process_alive(pid: int) -> bool:
-    """Does the process run (a zombie, exited but not yet reaped by init, does not)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return b"\nState:\tZ" not in Path(f"/proc/{pid}/status").read_bytes()
-    except OSError:
-        return True
 
 
 def _healthy(server: LocalServer, timeout: float = 1.0) -> bool:

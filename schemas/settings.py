@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.manifest import partition_out_of_range
 
 
-DEFAULT_CHUNK_BYTES = 16 * 2**20
+DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 
 class SettingsFileError(ValueError):

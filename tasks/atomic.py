@@ -7,15 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
+from tasks.processes import process_alive
 
 
 def sweep_dead_temps(folder: Path) -> list[Path]:
@@ -23,7 +15,7 @@ def sweep_dead_temps(folder: Path) -> list[Path]:
     removed = []
     for temp in folder.glob(".*.tmp"):
         parts = temp.name.split(".")
-        if len(parts) >= 4 and parts[-3].isdigit() and not _alive(int(parts[-3])):
+        if len(parts) >= 4 and parts[-3].isdigit() and not process_alive(int(parts[-3])):
             temp.unlink(missing_ok=True)
             removed.append(temp)
     return removed

@@ -28,7 +28,9 @@ from pydantic import ValidationError
 from schemas.datasets import DATASETS, DatasetSpec
 from schemas.manifest import Asset, SourceManifest, manifest_json_schema, partition_out_of_range
 from schemas.reason_codes import ActionReason
+from tasks import digest_cache
 from tasks.errors import InputError, StorageError, TransientError, printable
+from tasks.processes import private_folder
 from tasks.read import RawBatch, UnreadableAsset, count_jsonl_lines, count_records, jsonl_blocks, read_partition
 from tasks.strict_json import DuplicateKeyError, loads_strict, value_lines
 
@@ -220,23 +222,6 @@ def _check_uri(source: ManifestText, index: int, uri: str) -> None:
 S3_CACHE_PREFIX = "datafactory-s3-"
 
 
-def _sweep_dead_fetch_dirs() -> None:
-    """Remove fetch folders of processes that died (kill -9) before they could clean up."""
-    base = Path(tempfile.gettempdir())
-    for folder in base.glob(f"{S3_CACHE_PREFIX}*"):
-        pid = folder.name.removeprefix(S3_CACHE_PREFIX).split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            for file in folder.glob("*"):
-                file.unlink(missing_ok=True)
-            folder.rmdir()
-        except OSError:
-            continue  # alive, or not ours to judge
-
-
 def _line_of_asset(manifest: SourceManifest, index: int, field: str) -> int | None:
     try:
         source = ManifestText(manifest.path, _decode(manifest.path, read_regular_file(manifest.path)))
@@ -285,8 +270,7 @@ def asset_files(manifests: list[SourceManifest], root: Path) -> Iterator[dict[tu
         for manifest in manifests:
             for index, asset in enumerate(manifest.assets):
                 if asset.uri.startswith("s3://") and folder is None:
-                    _sweep_dead_fetch_dirs()
-                    folder = Path(tempfile.mkdtemp(prefix=f"{S3_CACHE_PREFIX}{os.getpid()}-"))
+                    folder = private_folder(S3_CACHE_PREFIX)
                 paths[(manifest.manifest_id, index)] = (fetch_s3_asset(manifest, index, folder) if folder is not None
                                                         and asset.uri.startswith("s3://")
                                                         else resolve_asset(manifest, index, root))
@@ -324,15 +308,28 @@ def _read_asset(manifest: SourceManifest, index: int, path: Path) -> bytes:
 
 def _digest_and_count(manifest: SourceManifest, index: int, path: Path) -> tuple[str, Callable[[], int]]:
     """sha256 of an asset and how to count its records. JSONL is read once, block by block (memory
-    holds one block, not the file); CSV and Parquet are read whole and counted only when asked."""
-    if manifest.assets[index].format != "jsonl":
+    holds one block, not the file); CSV and Parquet are read whole and counted only when asked. A local
+    file verified before and not touched since is not read again (tasks/digest_cache.py)."""
+    fmt = manifest.assets[index].format
+    local = not manifest.assets[index].uri.startswith("s3://")  # a fetched copy is a new file every time
+    key, known = digest_cache.remembered(path, fmt) if local else (None, None)
+    if known is not None:
+        return known[0], lambda: known[1]
+    if fmt != "jsonl":
         data = _read_asset(manifest, index, path)
-        return hashlib.sha256(data).hexdigest(), lambda: _count(manifest, index, data)
-    digest, records = hashlib.sha256(), 0
+        digest = hashlib.sha256(data).hexdigest()
+
+        def count() -> int:
+            found = _count(manifest, index, data)
+            digest_cache.remember(key, digest, found)
+            return found
+        return digest, count
+    hashing, records = hashlib.sha256(), 0
     with _asset_errors(manifest, index), open_regular_file(path) as handle, _reading(path):
-        for _, block in jsonl_blocks(_Hashing(handle, digest)):
+        for _, block in jsonl_blocks(_Hashing(handle, hashing)):
             records += count_jsonl_lines(block)
-    return digest.hexdigest(), lambda: records
+    digest_cache.remember(key, hashing.hexdigest(), records)
+    return hashing.hexdigest(), lambda: records
 
 
 @contextmanager

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from schemas.datasets import DatasetSpec
 from schemas.tables import SILVER
 from tasks.dedup import take
 from tasks.errors import TransientError
+from tasks.processes import private_folder
 from tasks.ledger import RunIdentity
 from tasks.staging import bulk_load, stage
 from tasks.validate import typed_from_payloads
@@ -87,7 +86,7 @@ class SilverCandidates:
 
     def _spill(self, frame: pl.DataFrame) -> None:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
+            self._folder = private_folder(SPILL_PREFIX)
         path = self._folder / f"piece-{len(self._files):05d}.arrow"
         frame.write_ipc(path, compression="lz4")
         self._files.append(path)
@@ -112,7 +111,6 @@ class SilverCandidates:
             self._folder = None
 
     def __enter__(self) -> "SilverCandidates":
-        sweep_dead_spills()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -120,20 +118,6 @@ class SilverCandidates:
 
 
 SPILL_PREFIX = "datafactory-spill-"
-
-
-def sweep_dead_spills() -> None:
-    """Remove spill folders of processes that died (kill -9) before they could clean up."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*"):
-        pid = folder.name.removeprefix(SPILL_PREFIX).split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            continue  # alive, or not ours to judge
 
 
 def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:

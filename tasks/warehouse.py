@@ -241,10 +241,10 @@ class AcceptedKeys:
         self.created = False
 
     def remember(self, keys: pl.Series) -> None:
-        self._flush()
+        self.flush()
         self.pending = keys
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self.pending is None or self.pending.len() == 0:
             return
         if not self.created:
@@ -260,7 +260,7 @@ def _existing_events(conn: Connection, spec: DatasetSpec, accepted_before: Accep
     """Bronze versions of the staged event keys: key, content hash, delivery key, and whether an
     earlier chunk of this run accepted the key."""
     bronze, key = spec.bronze_table, spec.event_key
-    accepted_before._flush()
+    accepted_before.flush()
     done, join = ("a.event_id IS NOT NULL", f"LEFT JOIN {RUN_ACCEPTED} a ON a.event_id = s.\"{key}\" ") \
         if accepted_before.created else ("false", "")
     with probing_by_index(conn):

@@ -137,6 +137,11 @@ def s3_endpoint() -> Iterator[str]:
 def s3_bucket_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket on the loopback endpoint, reached through the standard AWS variables only."""
     import boto3
+    from prefect_aws.credentials import _get_client_cached
+
+    # prefect-aws caches a client per credentials object: one built from the environment of an earlier
+    # test (without these variables) would be handed out again
+    _get_client_cached.cache_clear()
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

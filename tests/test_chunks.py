@@ -25,6 +25,7 @@ from tasks.lake_state import current_record
 from tasks.database import get_engine, reading
 from tasks.manifests import asset_files, partition_manifests, read_manifests
 from tasks.read import BOM, count_jsonl_lines, count_jsonl_records, jsonl_blocks, read_chunks
+from tasks.processes import process_alive
 from tasks.silver import SPILL_PREFIX
 from tasks.storage import open_storage
 from tests.conftest import REPO, sqlite_only
@@ -126,14 +127,8 @@ def test_file_blocks_split_no_line_and_count_what_the_reader_reads(content: byte
 
 def _dead_spills() -> list[Path]:
     """Spill folders whose process is gone (live ones belong to other tests running now)."""
-    dead = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*"):
-        pid = int(folder.name.removeprefix(SPILL_PREFIX).split("-")[0])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            dead.append(folder)
-    return dead
+    return [folder for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*")
+            if not process_alive(int(folder.name.removeprefix(SPILL_PREFIX).split("-")[0]))]
 
 
 # between two chunks' writes (the second chunk spills the silver candidates), and after the last

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.local_server import process_alive
+from tasks.processes import process_alive
 from tests.pgcluster import free_port
 from tests.test_cli import datafactory
 

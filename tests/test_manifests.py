@@ -75,3 +75,28 @@ def test_same_inputs_are_the_same_batch(sample_dir: Path) -> None:
     first = partition_manifests(sample_dir, "tickets", D14)
     again = partition_manifests(sample_dir, "tickets", D14)
     assert batch_id_for("tickets", D14, source_fingerprint(first)) == batch_id_for("tickets", D14, source_fingerprint(again))
+
+
+def test_an_asset_verified_before_is_not_read_again_until_it_changes(sample_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-op run of a large delivery does not hash it again; a file rewritten in place, same size
+    and its old mtime given back, is read again and its change found."""
+    import os
+
+    import tasks.manifests as manifests
+
+    monkeypatch.setenv("FACTORY_DIGEST_CACHE", str(tmp_path / "digests.sqlite3"))
+    partition_manifests(sample_dir, "tickets", D14)
+    reads = []
+    real = manifests.jsonl_blocks
+    monkeypatch.setattr(manifests, "jsonl_blocks", lambda *a: reads.append(1) or real(*a))
+    partition_manifests(sample_dir, "tickets", D14)
+    assert reads == []
+
+    source = sample_dir / "sources/tickets/2026-04-14/events.jsonl"
+    before = source.stat()
+    source.write_text(source.read_text().replace("Refund request", "Refund Request"))  # same size
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(InputError) as err:
+        partition_manifests(sample_dir, "tickets", D14)
+    assert (reads, err.value.reason_code) == ([1], "source_fingerprint_changed")
