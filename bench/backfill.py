@@ -30,9 +30,9 @@ import psycopg  # noqa: E402
 from schemas.datasets import get_dataset  # noqa: E402
 from tasks.database import get_engine  # noqa: E402
 from tasks.generate import generate_partitions, write_jsonl, write_manifest  # noqa: E402
+from tasks.lake import Lake  # noqa: E402
 from tasks.manifests import discover_manifests  # noqa: E402
 from tasks.plan import plan_backfill, write_plan  # noqa: E402
-from tasks.lake import Lake  # noqa: E402
 from tasks.storage import LocalStorage  # noqa: E402
 from tests.helpers import commit  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402

@@ -30,8 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DATAFACTORY, DAY, REPO, factory_env, new_database, postgres, realistic_partition,  # noqa: E402
-                    timed_command)
+from common import (  # noqa: E402
+    DATAFACTORY,
+    DAY,
+    REPO,
+    factory_env,
+    new_database,
+    postgres,
+    realistic_partition,
+    timed_command,
+)
 
 
 def library_child(manifest_dir: Path, url: str, lake_dir: Path) -> None:
@@ -68,9 +76,8 @@ def limit(port: int, database: str, source: Path) -> float:
     import psycopg
 
     from schemas.datasets import get_dataset
-    from tasks.staging import COPY_CHUNK_ROWS, copy_text
-
     from tasks.database import get_engine
+    from tasks.staging import COPY_CHUNK_ROWS, copy_text
 
     spec = get_dataset("tickets")
     get_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}").dispose()  # the tables to copy the shape of

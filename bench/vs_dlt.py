@@ -23,12 +23,20 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATAFACTORY, DAY, REPO, factory_env, new_database, postgres, realistic_partition, timed_command  # noqa: E402
+from common import (  # noqa: E402
+    DATAFACTORY,
+    DAY,
+    REPO,
+    factory_env,
+    new_database,
+    postgres,
+    realistic_partition,
+    timed_command,
+)
 
 DLT_VENV = REPO / ".bench" / "dlt-venv"
 DLT = "dlt[postgres]==1.31.0"

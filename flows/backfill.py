@@ -8,12 +8,11 @@ summary regenerated once, at the end.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
-
-from contextlib import contextmanager
-from functools import partial
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE

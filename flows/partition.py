@@ -29,10 +29,10 @@ from tasks import ledger
 from tasks.assets import as_materialization, source_assets, table_assets
 from tasks.commit import Committed, record_failure
 from tasks.database import get_engine, reading
+from tasks.delivery import Delivery
 from tasks.errors import InputError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
-from tasks.delivery import Delivery
 from tasks.ingest import validate_manifests_task
 from tasks.lake import open_lake
 from tasks.materialize import commit_partition_task

@@ -7,6 +7,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -107,6 +108,7 @@ quarantine = Table(
     Column("quarantined_at", Timestamp, nullable=False),
     # one row per delivered record: a rerun or replay of the same manifest quarantines nothing twice
     UniqueConstraint("dataset", "manifest_id", "source_uri", "line_number", name="uq_quarantine_record"),
+    Index("ix_quarantine_partition", "dataset", "partition_key"),
 )
 
 # Every valid delivery of an event that is not its bronze row: duplicates and conflicting versions.
@@ -156,6 +158,9 @@ ingest_run = Table(
     Column("counts", Text),  # JSON of the run summary's counts
     Column("error", Text),
     UniqueConstraint("batch_id", "attempt", name="uq_run_attempt"),
+    # a partition's attempts and a flow run's attempt are looked up on every run: by key, not by history
+    Index("ix_ingest_run_partition", "dataset", "partition_key", "status"),
+    Index("ix_ingest_run_flow_run", "flow_run_id"),
 )
 
 partition_state = Table(
@@ -223,6 +228,7 @@ lake_snapshot = Table(
     Column("record_sha256", String(64), nullable=False),  # of _snapshots/{id}.json as written
     Column("committed_at", Timestamp, nullable=False),
     Column("retired_at", Timestamp),  # removed from the lake by retention
+    Index("ix_lake_snapshot_partition", "dataset", "partition_key"),
 )
 
 lake_current = Table(

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Index, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -95,12 +95,25 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     with reading(engine) as conn:
         missing = [t for t in metadata.sorted_tables if not engine.dialect.has_table(conn, t.name)]
-    if missing:
+        unindexed = _missing_indexes(conn, [t for t in metadata.sorted_tables if t not in missing])
+    if missing or unindexed:
         with engine.begin() as conn:
             if is_postgres(engine):  # two first runs at once: one creates, the other then finds the tables
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             metadata.create_all(conn, tables=missing)  # checkfirst: another process may have made some
+            for index in unindexed:  # an index added since the warehouse was created
+                index.create(conn, checkfirst=True)
     return engine
+
+
+def _missing_indexes(conn: Connection, tables: list[Table]) -> list[Index]:
+    found: list[Index] = []
+    inspector = inspect(conn)
+    for table in tables:
+        if table.indexes:
+            present = {i["name"] for i in inspector.get_indexes(table.name)}
+            found += [i for i in table.indexes if i.name not in present]
+    return found
 
 
 def is_postgres(engine: Engine) -> bool:

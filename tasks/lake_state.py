@@ -25,7 +25,7 @@ def committed_ids(conn: Connection, dataset: str, day: date) -> set[str]:
 
 def current_record(conn: Connection, lake: Lake, dataset: str, day: date) -> dict[str, Any] | None:
     """The record of the partition's current snapshot, checked against what the ledger committed."""
-    current = ledger.current_snapshots(conn, dataset).get(day.isoformat())
+    current = ledger.current_snapshot(conn, dataset, day.isoformat())
     if current is None:
         return None
     return read_record(lake, dataset, day, current, _record_sha(conn, dataset, day, current))
@@ -59,7 +59,7 @@ def apply_retention(engine: Engine, lake: Lake, dataset: str, day: date) -> list
     """Keep the newest `retention` committed snapshots (and always the current one); let the rest go."""
     with reading(engine) as conn:
         records = ledger.snapshot_records(conn, dataset, day.isoformat())
-        current = ledger.current_snapshots(conn, dataset).get(day.isoformat())
+        current = ledger.current_snapshot(conn, dataset, day.isoformat())
     keep = {r.snapshot_id for r in records[-max(1, lake.retention):]} | {current}
     dropped = [r.snapshot_id for r in records if r.snapshot_id not in keep]
     if dropped:
@@ -93,7 +93,7 @@ def snapshot_listing(engine: Engine, lake: Lake, dataset: str, day: date) -> lis
     where the marker points, and any damage found reading each record."""
     with reading(engine) as conn:
         records = ledger.snapshot_records(conn, dataset, day.isoformat())
-        current = ledger.current_snapshots(conn, dataset).get(day.isoformat())
+        current = ledger.current_snapshot(conn, dataset, day.isoformat())
     try:
         marker = read_marker(lake, dataset, day)
     except LakeError:

@@ -359,6 +359,12 @@ def current_snapshots(conn: Connection, dataset: str) -> dict[str, str]:
                              .where(lake_current.c.dataset == dataset)).all())
 
 
+def current_snapshot(conn: Connection, dataset: str, partition: str) -> str | None:
+    """The snapshot the ledger says is current for one partition (one keyed row, however long the history)."""
+    return conn.execute(select(lake_current.c.snapshot_id).where(and_(
+        lake_current.c.dataset == dataset, lake_current.c.partition_key == partition))).scalar_one_or_none()
+
+
 def retire_snapshots(conn: Connection, snapshot_ids: list[str]) -> None:
     if snapshot_ids:
         conn.execute(update(lake_snapshot).where(lake_snapshot.c.snapshot_id.in_(snapshot_ids))

@@ -13,7 +13,6 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager

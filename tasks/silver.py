@@ -15,8 +15,8 @@ from schemas.datasets import DatasetSpec
 from schemas.tables import SILVER
 from tasks.dedup import take
 from tasks.errors import TransientError
-from tasks.processes import private_folder
 from tasks.ledger import RunIdentity
+from tasks.processes import private_folder
 from tasks.staging import bulk_load, stage
 from tasks.validate import typed_from_payloads
 
@@ -34,6 +34,9 @@ def silver_candidates(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity,
         pl.col("_manifest_id"),
         pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
     )
+
+
+SPILL_PREFIX = "datafactory-spill-"  # {temp}/datafactory-spill-{pid}-*: removed at the end, or by the next run
 
 
 class SilverCandidates:
@@ -115,9 +118,6 @@ class SilverCandidates:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-SPILL_PREFIX = "datafactory-spill-"
 
 
 def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:

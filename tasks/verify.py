@@ -149,7 +149,7 @@ def _check_lake(conn: Connection, found: _Findings, lake: Lake, spec: DatasetSpe
     """The lake's view of the partition; returns the current record when its files can be read."""
     partition = day.isoformat()
     records = {r.snapshot_id: r for r in ledger.snapshot_records(conn, spec.name, partition)}
-    current = ledger.current_snapshots(conn, spec.name).get(partition)
+    current = ledger.current_snapshot(conn, spec.name, partition)
     if current is None:
         found.add(VerifyReason.LEDGER_SNAPSHOT_MISSING, "lake_current", "the ledger records no current snapshot")
         return None

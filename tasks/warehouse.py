@@ -23,10 +23,10 @@ from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
 from schemas.tables import BRONZE
 from schemas.tables import quarantine as quarantine_table
+from tasks.database import is_postgres, probing_by_index
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with
-from tasks.database import is_postgres, probing_by_index
 from tasks.silver import SilverCandidates, rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window

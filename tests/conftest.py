@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -49,11 +50,11 @@ def _drop_pg_database(cluster: Cluster, name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _fresh_warehouse(kind: str, request: pytest.FixtureRequest, sqlite_file: Path) -> Iterator[str]:
     """A fresh, empty warehouse: a SQLite file, or a new database on the real PostgreSQL cluster."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
         return
     cluster: Cluster = request.getfixturevalue("pg_cluster")
     name, url = _new_pg_database(cluster)
@@ -61,20 +62,21 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         yield url
     finally:
         _drop_pg_database(cluster, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty warehouse: a SQLite file, or a new database on the real PostgreSQL cluster."""
+    with _fresh_warehouse(request.param, request, tmp_path / "warehouse.db") as url:
+        yield url
 
 
 @pytest.fixture
 def other_warehouse_url(warehouse_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A second fresh warehouse of the same kind as `warehouse_url` (to compare two ways of loading)."""
-    if warehouse_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'other-warehouse.db'}"
-        return
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    name, url = _new_pg_database(cluster)
-    try:
+    kind = "sqlite" if warehouse_url.startswith("sqlite") else "postgres"
+    with _fresh_warehouse(kind, request, tmp_path / "other-warehouse.db") as url:
         yield url
-    finally:
-        _drop_pg_database(cluster, name)
 
 
 # Behaviour that does not depend on the database (evidence files, artifacts, the lake) runs on SQLite only.

@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from schemas.datasets import get_dataset
 from schemas.settings import DEFAULT_CHUNK_BYTES
+from tasks.database import get_engine, reading
 from tasks.generate import realistic_lines, write_lines, write_manifest
 from tasks.lake import Lake, read_files
 from tasks.lake_state import current_record
-from tasks.database import get_engine, reading
 from tasks.manifests import asset_files, partition_manifests, read_manifests
-from tasks.read import BOM, count_jsonl_lines, count_jsonl_records, jsonl_blocks, read_chunks
 from tasks.processes import process_alive
+from tasks.read import BOM, count_jsonl_lines, count_jsonl_records, jsonl_blocks, read_chunks
 from tasks.silver import SPILL_PREFIX
 from tasks.storage import open_storage
 from tests.conftest import REPO, sqlite_only
