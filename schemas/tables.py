@@ -67,6 +67,8 @@ def _bronze(spec: DatasetSpec) -> Table:
         Column("_source_uri", Text, nullable=False),
         Column("_line_number", Integer, nullable=False),
         *_lineage(),
+        # an entity's greatest event, one index probe away: the silver check and rebuild read no history
+        Index(f"ix_{spec.bronze_table}_entity_order", spec.entity_key, spec.ordering_column, spec.event_key),
     )
 
 

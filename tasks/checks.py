@@ -18,7 +18,7 @@ from schemas.checks import CheckName, CheckSpec, CheckStatus, Severity
 from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
 from schemas.tables import check_result, partition_state
-from tasks.database import is_postgres
+from tasks.database import is_postgres, probing_by_index
 from tasks.errors import printable
 from tasks.ledger import RunIdentity
 from tasks.staging import stage
@@ -62,24 +62,22 @@ def _silver_profile(conn: Connection, spec: DatasetSpec) -> tuple[int, int, dict
 def inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
     """Touched entities whose silver row is not their greatest event in bronze.
 
-    One pass over the touched entities' bronze rows (no ranking, no second scan of the wide table):
-    an entity is consistent when it has bronze events and a silver row, or neither; no bronze event
-    outranks silver's (ordering, event key); and silver's event is one of its bronze events.
-    """
+    An entity is consistent when it has bronze events and a silver row, or neither; silver's event is
+    one of its bronze events; and no bronze event outranks silver's (ordering, event key). Each is one
+    probe of bronze's (entity, ordering, event key) index, so the check costs the same however many
+    events an entity has collected over the partitions before."""
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
     last = spec.silver_name(key)
-    outranks = f'(b."{order}", b."{key}") > (f."{order}", f."{last}")'
-    names = f'b."{key}" = f."{last}" AND b."{order}" = f."{order}"'
-    return conn.exec_driver_sql(
-        f"SELECT e.event_id FROM {ENTITY_STAGE} e "
-        f'LEFT JOIN {spec.silver_table} f ON f."{entity}" = e.event_id '
-        f'LEFT JOIN {spec.bronze_table} b ON b."{entity}" = e.event_id '
-        "GROUP BY e.event_id "
-        f'HAVING (COUNT(b."{key}") = 0) <> (COUNT(f."{entity}") = 0) '
-        f"OR SUM(CASE WHEN {outranks} THEN 1 ELSE 0 END) > 0 "
-        f'OR (COUNT(f."{entity}") > 0 AND SUM(CASE WHEN {names} THEN 1 ELSE 0 END) = 0) '
-        "ORDER BY e.event_id"
-    ).scalars().all()
+    bronze = f'SELECT 1 FROM {spec.bronze_table} b WHERE b."{entity}" = e.event_id'
+    with probing_by_index(conn):
+        return conn.exec_driver_sql(
+            f"SELECT e.event_id FROM {ENTITY_STAGE} e "
+            f'LEFT JOIN {spec.silver_table} f ON f."{entity}" = e.event_id '
+            f'WHERE CASE WHEN f."{entity}" IS NULL THEN EXISTS ({bronze}) '
+            f'ELSE NOT EXISTS ({bronze} AND b."{order}" = f."{order}" AND b."{key}" = f."{last}") '
+            f'OR EXISTS ({bronze} AND (b."{order}", b."{key}") > (f."{order}", f."{last}")) '
+            "END ORDER BY e.event_id"
+        ).scalars().all()
 
 
 def _previous_output(conn: Connection, who: RunIdentity) -> tuple[str, int] | None:
