@@ -117,7 +117,7 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
         checks.record_results(conn, who, outcomes, now)
         snapshot = None
         if writer is not None:
-            snapshot, digest = stage_snapshot(writer, {"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
+            snapshot, digest = writer.stage({"batch_id": who.batch_id, "manifest_ids": list(who.manifest_ids)})
             ledger.record_snapshot(conn, spec.name, who.partition, snapshot["snapshot_id"], who.run_id,
                                    snapshot["rows"], len(snapshot["files"]), digest)
     except BaseException:
@@ -125,11 +125,6 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
             writer.abandon()
         raise
     return Committed(result, tally.rejected, who, None, counts, outcomes, snapshot, read_counts=dict(tally.read_counts))
-
-
-def stage_snapshot(writer: SnapshotWriter, details: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Publish the snapshot the writer wrote and record it (a step boundary of its own)."""
-    return writer.stage(details)
 
 
 def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:

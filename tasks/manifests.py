@@ -44,11 +44,17 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
 
     Opened without blocking and judged by fstat on the open descriptor: a FIFO never hangs the run,
     a directory or a broken symlink is named as such."""
-    with open_regular_file(path, limit) as handle:
-        try:
-            return handle.read()
-        except OSError as exc:
-            raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+    with open_regular_file(path, limit) as handle, _reading(path):
+        return handle.read()
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An error while reading an opened file, as the one-line InputError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
 
 
 @contextmanager
@@ -329,14 +335,6 @@ def _digest_and_count(manifest: SourceManifest, index: int, path: Path) -> tuple
             records += count_jsonl_lines(block)
     digest_cache.remember(key, hashing.hexdigest(), records)
     return hashing.hexdigest(), lambda: records
-
-
-@contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise InputError(path, None, "(file)", f"cannot be read: {exc.strerror or exc}") from None
 
 
 class _Hashing:

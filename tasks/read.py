@@ -80,6 +80,11 @@ class RawBatch:
         return self.records.height + self.malformed.height
 
 
+def empty_records(spec: DatasetSpec) -> pl.DataFrame:
+    """No records, in the shape the reader gives them (spec fields as delivered, then lineage)."""
+    return pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
+
+
 def raw_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
     return {
         f.name: pl.List(pl.String) if f.kind is FieldKind.STRING_LIST else pl.String
@@ -604,7 +609,7 @@ def _piece(spec: DatasetSpec, key: str, frames: list[pl.DataFrame], malformed: p
            first: bool, declared: int, sample: tuple[Counter[str], int]) -> RawBatch:
     """Part of one asset as a batch; its first part carries what belongs to the asset once (its
     declared count and field sample), so the parts of a partition add up to the partition."""
-    records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
+    records = pl.concat(frames, how="vertical") if frames else empty_records(spec)
     return RawBatch(records=records, malformed=malformed, read_counts={key: records.height + malformed.height},
                     field_sample=dict(sample[0]) if first else {}, sampled_records=sample[1] if first else 0,
                     declared_records=declared if first else 0)
@@ -643,7 +648,8 @@ def _asset_parts(spec: DatasetSpec, manifest: SourceManifest, index: int, path: 
 
 
 def merge_batches(spec: DatasetSpec, parts: list[RawBatch]) -> RawBatch:
-    """Consecutive parts as one batch: records and malformed lines concatenated, counts added."""
+    """Consecutive parts as one batch: records and malformed lines concatenated, counts added (no
+    parts: an empty batch)."""
     if len(parts) == 1:
         return parts[0]
     read_counts: Counter[str] = Counter()
@@ -651,9 +657,8 @@ def merge_batches(spec: DatasetSpec, parts: list[RawBatch]) -> RawBatch:
     for part in parts:
         read_counts.update(part.read_counts)
         fields.update(part.field_sample)
-    empty = pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA})
     return RawBatch(
-        records=pl.concat([empty, *(p.records for p in parts)], how="vertical"),
+        records=pl.concat([empty_records(spec), *(p.records for p in parts)], how="vertical"),
         malformed=pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *(p.malformed for p in parts)]),
         read_counts=dict(read_counts), field_sample=dict(fields),
         sampled_records=sum(p.sampled_records for p in parts), declared_records=sum(p.declared_records for p in parts))
@@ -676,9 +681,7 @@ def read_chunks(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[
                     yield merge_batches(spec, pending)
                     pending, size, yielded = [], 0, True
     if pending or not yielded:
-        yield merge_batches(spec, pending) if pending else RawBatch(
-            records=pl.DataFrame(schema={**raw_schema(spec), **LINEAGE_SCHEMA}),
-            malformed=pl.DataFrame(schema=QUARANTINE_SCHEMA), read_counts={})
+        yield merge_batches(spec, pending)
 
 
 def read_partition(spec: DatasetSpec, manifests: list[SourceManifest], paths: dict[tuple[str, int], Path]) -> RawBatch:

@@ -16,6 +16,7 @@ from schemas.tables import SILVER
 from tasks.dedup import take
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity
+from tasks.merging import Merging
 from tasks.processes import private_folder
 from tasks.staging import bulk_load, stage
 from tasks.validate import typed_from_payloads
@@ -53,17 +54,13 @@ class SilverCandidates:
         self._held: pl.DataFrame | None = None
         self._files: list[Path] = []
         self._folder: Path | None = None
-        self._best: pl.DataFrame | None = None  # entity, ordering, event key, _piece: one row per entity
-        self._pending: list[pl.DataFrame] = []  # narrow rows of the chunks since the last merge
+        # entity, ordering, event key, _piece: each entity's greatest event so far, the silver guard's rule
+        self._best: Merging[pl.DataFrame] = Merging(lambda frames: pl.concat(frames).sort(
+            [self.order, self.last], descending=True, nulls_last=True).unique(self.entity, keep="first"))
 
     def add(self, candidates: pl.DataFrame) -> None:
         piece = len(self._files) + (self._held is not None)
-        self._pending.append(candidates.select(self.entity, self.order, self.last,
-                                               pl.lit(piece, pl.Int32).alias("_piece")))
-        # merged once the pending rows outnumber the merged ones: each row is merged a bounded number
-        # of times, so a partition of many chunks costs no more than one of few
-        if sum(p.height for p in self._pending) >= (self._best.height if self._best is not None else 0):
-            self._merge()
+        self._best.add(candidates.select(self.entity, self.order, self.last, pl.lit(piece, pl.Int32).alias("_piece")))
         if piece == 0:
             self._held = candidates
             return
@@ -72,20 +69,10 @@ class SilverCandidates:
             self._held = None
         self._spill(candidates)
 
-    def _merge(self) -> None:
-        """Each entity's greatest (ordering, event key) of everything added so far: the silver guard's rule."""
-        frames = ([self._best] if self._best is not None else []) + self._pending
-        self._pending = []
-        if frames:
-            self._best = (pl.concat(frames).sort([self.order, self.last], descending=True, nulls_last=True)
-                          .unique(self.entity, keep="first", maintain_order=False))
-
     @property
     def best(self) -> pl.DataFrame | None:
         """The narrow winner of every entity so far (entity, ordering, event key, piece)."""
-        if self._pending:
-            self._merge()
-        return self._best
+        return self._best.value
 
     def _spill(self, frame: pl.DataFrame) -> None:
         if self._folder is None:

@@ -27,6 +27,7 @@ from tasks.database import is_postgres, probing_by_index
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with
+from tasks.merging import Merging
 from tasks.silver import SilverCandidates, rebuild_silver, silver_candidates, write_silver
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window
@@ -192,8 +193,7 @@ class Tally:
     sampled_records: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     newest_event: datetime | None = None  # the greatest ordering value of the valid records
-    _entities: pl.Series | None = None
-    _pending_entities: list[pl.Series] = field(default_factory=list)
+    _entities: Merging[pl.Series] = field(default_factory=lambda: Merging(lambda parts: pl.concat(parts).unique()))
 
     @property
     def rejected(self) -> int:
@@ -209,22 +209,12 @@ class Tally:
         if batch.events.height:
             newest = batch.events[spec.ordering_column].max()
             self.newest_event = newest if self.newest_event is None else max(self.newest_event, newest)  # type: ignore[type-var]
-            self._pending_entities.append(batch.events[spec.entity_key].unique())
-            if sum(e.len() for e in self._pending_entities) >= (self._entities.len() if self._entities is not None else 0):
-                self._merge_entities()  # merged when the pending outnumber the merged: linear over a run
-
-    def _merge_entities(self) -> None:
-        parts = ([self._entities] if self._entities is not None else []) + self._pending_entities
-        self._pending_entities = []
-        if parts:
-            self._entities = pl.concat(parts).unique()
+            self._entities.add(batch.events[spec.entity_key].unique())
 
     @property
     def entities(self) -> pl.Series | None:
         """The distinct entities of the valid records (the checks' touched entities)."""
-        if self._pending_entities:
-            self._merge_entities()
-        return self._entities
+        return self._entities.value
 
 
 RUN_ACCEPTED = "_run_accepted"

@@ -4,7 +4,8 @@ In-process (`inject`, with pytest's monkeypatch) a fault raises `Injected`. As a
 (`python -m tests.faults SPEC -- commit WAREHOUSE MANIFESTS DAY LAKE [force]`, `-- restore WAREHOUSE
 DAY LAKE SNAPSHOT`, or `-- cli ARGS...` for the `datafactory` command itself) the process kills itself
 with SIGKILL at the boundary: no except, finally or atexit runs, exactly as when a worker is killed. SPEC is `module:attribute[:before|after[:N]]`, the attribute as the calling
-module looks it up (`tasks.commit:stage_snapshot`), N the call that faults (default 1).
+module looks it up (`tasks.commit:write_partition`; a method as `tasks.lake:SnapshotWriter.stage`),
+N the call that faults (default 1).
 """
 
 from __future__ import annotations

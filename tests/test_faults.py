@@ -38,7 +38,7 @@ RUN_BOUNDARIES = [
     "tasks.lake:_write_temp:after",  # temp Parquet written
     "tasks.lake:_validate_temp:after",
     "tasks.storage:LocalStorage.move:after",  # published, no record yet
-    "tasks.commit:stage_snapshot:after",  # record written, the ledger does not know it
+    "tasks.lake:SnapshotWriter.stage:after",  # record written, the ledger does not know it
     "tasks.ledger:record_snapshot:after",
     "tasks.ledger:finish_run:after",  # everything written, not committed
     "tasks.commit:settle_lake:before",  # committed; the marker has not moved
@@ -49,7 +49,7 @@ RUN_BOUNDARIES = [
 KILL_BOUNDARIES = [
     "tasks.ledger:start_run:after",  # a RUNNING attempt nobody will close
     "os:replace:before",  # inside an atomic write: a .partial file left behind
-    "tasks.commit:stage_snapshot:after",  # a staged snapshot no ledger row names
+    "tasks.lake:SnapshotWriter.stage:after",  # a staged snapshot no ledger row names
     "tasks.commit:settle_lake:before",  # committed; marker behind the ledger
     "tasks.storage:LocalStorage.write:after:3",  # manifest.json moved, _SUCCESS not
 ]
