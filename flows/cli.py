@@ -89,6 +89,27 @@ def _dataset(name: str) -> str:
     return name
 
 
+# commands that read or write one dataset; `demo` and `verify` take every dataset when none is named
+_ONE_DATASET = {"run", "backfill", "status", "checks", "evidence", "restore", "lake", "generate", "schema"}
+
+
+def _choose_dataset(args: argparse.Namespace, default: str | None) -> None:
+    """--dataset, else FACTORY_DEFAULT_DATASET, else the only registered dataset; with several, one is named."""
+    from schemas.datasets import DATASETS
+
+    if getattr(args, "dataset", "absent") is not None or args.command not in _ONE_DATASET:
+        return
+    if default is not None:
+        if default not in DATASETS:
+            raise UsageError(f"FACTORY_DEFAULT_DATASET: unknown dataset {default!r} (known: {', '.join(sorted(DATASETS))})")
+        args.dataset = default
+    elif len(DATASETS) == 1:
+        args.dataset = next(iter(DATASETS))
+    else:
+        raise UsageError(f"--dataset: several datasets are registered ({', '.join(sorted(DATASETS))}); name one, "
+                         "or set FACTORY_DEFAULT_DATASET")
+
+
 def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
@@ -208,44 +229,51 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from schemas.datasets import DATASETS
     from schemas.settings import load_settings
     from tasks.manifests import discover_manifests, partition_manifests
 
     settings = load_settings()
-    days = sorted({m.partition_key for m in discover_manifests(Path(settings.manifest_dir))
-                   if m.dataset == args.dataset})
-    if not days:
-        raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset}")
+    declared: dict[str, list[date]] = {}
+    for m in discover_manifests(Path(settings.manifest_dir)):
+        if args.dataset in (None, m.dataset) and m.dataset in DATASETS:
+            declared.setdefault(m.dataset, []).append(m.partition_key)
+    if not declared:
+        raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset or 'any registered dataset'}")
     _preflight()
-    summaries = []
-    for day in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)):
-        if day not in days:
-            continue
-        manifests = partition_manifests(Path(settings.manifest_dir), args.dataset, day)
-        summaries.append(_run_or_skip(manifests, args.dataset, day, operator=args.operator))
-    missing = [d for d in (days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)) if d not in days]
+    results, held = [], []
+    for dataset in sorted(declared):
+        days = sorted(set(declared[dataset]))
+        window = [days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)]
+        summaries = [_run_or_skip(partition_manifests(Path(settings.manifest_dir), dataset, day), dataset, day,
+                                  operator=args.operator) for day in window if day in days]
+        missing = [d for d in window if d not in days]
+        results.append((dataset, summaries, missing))
+        held += [f"{dataset}/{s.partition_key}" for s in summaries if s.status == "held"]
     if args.json:
-        _print_json({"partitions": [_summary_json(s) for s in summaries],
-                     "no_input": [d.isoformat() for d in missing]})
+        _print_json({dataset: {"partitions": [_summary_json(s) for s in summaries],
+                               "no_input": [d.isoformat() for d in missing]} for dataset, summaries, missing in results})
         return EXIT_OK
     from sqlalchemy.engine import make_url
 
     warehouse = make_url(settings.database_url).render_as_string(hide_password=True)
-    print(f"Data Factory demo: dataset {args.dataset}, warehouse {warehouse}\n")
-    print(_summary_rows(summaries))
-    for day in missing:
-        print(f"{day}: no manifest declares this partition (a gap for backfill to report)")
-    print()
-    for summary in summaries:
-        print("\n".join(_verdict_lines(summary)))
     report = Path(settings.report_dir)
-    print(f"\nEvidence: {report / 'run_evidence' / args.dataset}/<partition>/<run>.json; "
-          f"delivery summary: {report / 'delivery_summary.md'}; lake: {settings.lake_url}/{args.dataset}/dt=<partition>/")
-    print("Next: `datafactory status`, `datafactory checks --partition 2026-04-16`, "
-          "`datafactory evidence --partition 2026-04-17`; run the demo again and every partition is a skip.")
-    held = [s for s in summaries if s.status == "held"]
+    print(f"Data Factory demo: warehouse {warehouse}")
+    for dataset, summaries, missing in results:
+        print(f"\ndataset {dataset}\n")
+        print(_summary_rows(summaries))
+        for day in missing:
+            print(f"{day}: no manifest declares this partition (a gap for backfill to report)")
+        verdicts = "\n".join(line for summary in summaries for line in _verdict_lines(summary))
+        if verdicts:
+            print("\n" + verdicts)
+    print(f"\nEvidence: {report / 'run_evidence'}/<dataset>/<partition>/<run>.json; "
+          f"delivery summary: {report / 'delivery_summary.md'}; lake: {settings.lake_url}/<dataset>/dt=<partition>/")
+    print("Next: `datafactory status --dataset tickets`, `datafactory checks --dataset tickets --partition 2026-04-16`, "
+          "`datafactory evidence --dataset orders --partition 2026-04-17`; run the demo again and every partition "
+          "is a skip.")
     if held:
-        print(f"{len(held)} partition(s) held: " + ", ".join(str(s.partition_key) for s in held))
+        print(f"{len(held)} partition(s) held: " + ", ".join(held))
     return EXIT_FAILED if held else EXIT_OK
 
 
@@ -583,14 +611,18 @@ def cmd_manifests_validate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tasks.generate import generate_partitions
 
+    from schemas.datasets import get_dataset
+
+    if get_dataset(args.dataset).synthetic is None:
+        raise UsageError(f"--dataset {args.dataset}: declares no synthetic data (DatasetSpec.synthetic)")
     args.out.mkdir(parents=True, exist_ok=True)
-    written = generate_partitions(args.out, args.start, args.days, args.events_per_day, args.tickets,
-                                  defect_every=args.defect_every)
+    written = generate_partitions(args.out, args.start, args.days, args.events_per_day, args.entities,
+                                  dataset=args.dataset, defect_every=args.defect_every)
     if args.json:
         _print_json([str(p) for p in written])
     else:
         print(f"wrote {len(written)} partition(s) of {args.events_per_day} events under {args.out}")
-        print(f"use them with: FACTORY_MANIFEST_DIR={args.out} datafactory run --dataset tickets --partition {args.start}")
+        print(f"use them with: FACTORY_MANIFEST_DIR={args.out} datafactory run --dataset {args.dataset} --partition {args.start}")
     return EXIT_OK
 
 
@@ -627,6 +659,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 # --- parser --------------------------------------------------------------------------------------
 
+DATASET_HELP = "a registered dataset (default: FACTORY_DEFAULT_DATASET, or the only one registered)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from schemas.reason_codes import Action, ActionReason
 
@@ -638,14 +673,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     demo = sub.add_parser("demo", parents=[common], help="ingest the shipped sample partitions")
-    demo.add_argument("--dataset", type=_dataset, default="tickets")
+    demo.add_argument("--dataset", type=_dataset, default=None, help="default: every dataset with manifests")
     demo.add_argument("--operator", type=_operator, default="demo")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", parents=[common], help="materialize one partition", description=(
         "Materialize one partition through partition_flow. A partition already up to date (same inputs, "
         "no --force) is skipped from the ledger alone, without starting a Prefect server."))
-    run.add_argument("--dataset", type=_dataset, default="tickets")
+    run.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     run.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     run.add_argument("--mode", choices=["execute", "dry-run"], default="execute")
     run.add_argument("--action", choices=[a.value for a in Action if a is not Action.RETRY], default="run")
@@ -655,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", parents=[common], help="plan a window; execute only its gaps")
-    backfill.add_argument("--dataset", type=_dataset, default="tickets")
+    backfill.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True)
     backfill.add_argument("--mode", choices=["dry-run", "execute"], required=True)
@@ -679,23 +714,23 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     status = sub.add_parser("status", parents=[common], help="per-partition state")
-    status.add_argument("--dataset", type=_dataset, default="tickets")
+    status.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     status.add_argument("--start", type=_date)
     status.add_argument("--end", type=_date)
     status.set_defaults(func=cmd_status)
 
     checks = sub.add_parser("checks", parents=[common], help="check results of a partition's current run")
-    checks.add_argument("--dataset", type=_dataset, default="tickets")
+    checks.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     checks.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     checks.set_defaults(func=cmd_checks)
 
     evidence = sub.add_parser("evidence", parents=[common], help="the latest run evidence of a partition")
-    evidence.add_argument("--dataset", type=_dataset, default="tickets")
+    evidence.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     evidence.add_argument("--partition", type=_date, help="YYYY-MM-DD (default: FACTORY_DEFAULT_PARTITION)")
     evidence.set_defaults(func=cmd_evidence)
 
     restore = sub.add_parser("restore", parents=[common], help="make a lake snapshot current; rebuild silver from the lake")
-    restore.add_argument("--dataset", type=_dataset, default="tickets")
+    restore.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     restore.add_argument("--partition", type=_date, required=True)
     restore.add_argument("--snapshot", type=_snapshot_id, required=True,
                          help="a snapshot id from `datafactory lake snapshots`")
@@ -706,11 +741,11 @@ def build_parser() -> argparse.ArgumentParser:
     lake = sub.add_parser("lake", parents=[common], help="the Parquet lake: snapshots and compaction")
     lsub = lake.add_subparsers(dest="lake_command", required=True, parser_class=OneLineParser)
     snapshots = lsub.add_parser("snapshots", parents=[common], help="a partition's retained snapshots")
-    snapshots.add_argument("--dataset", type=_dataset, default="tickets")
+    snapshots.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     snapshots.add_argument("--partition", type=_date, required=True)
     snapshots.set_defaults(func=cmd_lake_snapshots)
     compact = lsub.add_parser("compact", parents=[common], help="rewrite a month's partitions into fewer files")
-    compact.add_argument("--dataset", type=_dataset, default="tickets")
+    compact.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
     compact.add_argument("--month", type=_month, required=True, help="YYYY-MM")
     compact.set_defaults(func=cmd_lake_compact)
 
@@ -742,8 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", parents=[common], help="write synthetic partitions (benchmarks)")
     generate.add_argument("--days", type=_bounded(1, 10_000), default=1)
     generate.add_argument("--events-per-day", type=_bounded(1, 100_000_000), default=1000)
-    generate.add_argument("--tickets", type=_bounded(1, 100_000_000), default=None,
-                          help="distinct tickets (default: events/4)")
+    generate.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
+    generate.add_argument("--entities", "--tickets", dest="entities", type=_bounded(1, 100_000_000), default=None,
+                          help="distinct entities (tickets, orders; default: events/4)")
     generate.add_argument("--defect-every", type=_bounded(0, 100_000_000), default=0, metavar="N",
                           help="one of each realistic defect (malformed line, contract violation, future event, "
                                "duplicate, conflicting duplicate, late update) per N lines; 0 = none")
@@ -794,7 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from schemas.settings import SettingsFileError, load_settings
 
     try:
-        load_settings()  # every setting checked before any command touches anything
+        settings = load_settings()  # every setting checked before any command touches anything
+        _choose_dataset(args, settings.default_dataset)
         return args.func(args)
     except BrokenPipeError:  # `datafactory status | head`: the reader has gone; that is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

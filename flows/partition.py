@@ -133,7 +133,7 @@ def partition_flow(
     With no `partition_key` (a scheduled run) the partition is the day before the scheduled time, UTC.
 
     Args:
-        dataset: registered dataset name (schemas/datasets.py), e.g. tickets
+        dataset: registered dataset name (a module of schemas/datasets/), e.g. tickets or orders
         partition_key: the delivery day, YYYY-MM-DD; empty = the day before the scheduled time (UTC)
         mode: execute writes; dry-run reads, writes and checks inside a transaction it rolls back
         action: run, rerun, replay or backfill: recorded in the ledger and the decision log

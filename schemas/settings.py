@@ -30,6 +30,8 @@ class FactorySettings(BaseSettings):
     report_dir: Path = Path("reports")
     partition_start_date: date = date(2026, 3, 1)
     default_partition: date = date(2026, 4, 17)
+    # the dataset commands use when --dataset is not given (needed once several are registered)
+    default_dataset: str | None = Field(None, min_length=1)
     # committed snapshots kept per partition (the current one included)
     lake_retention: int = Field(5, ge=1, le=10_000)
     # Parquet files of a snapshot hold at most this many rows

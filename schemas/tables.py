@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from schemas.datasets import DATASETS, DatasetSpec, FieldKind
+from schemas.datasets import DATASETS, DatasetSpec, FieldSpec
 
 metadata = MetaData()
 
@@ -36,8 +36,8 @@ BRONZE_EXTRA_COLUMNS = (
 )
 
 
-def _column_type(kind: FieldKind) -> TypeEngine:
-    return {FieldKind.STRING: Text(), FieldKind.TIMESTAMP: Timestamp, FieldKind.STRING_LIST: Text()}[kind]
+def _column_type(f: FieldSpec) -> TypeEngine:
+    return f.rules.sql_type(f.dtype)
 
 
 def _lineage() -> list[Column]:
@@ -52,7 +52,7 @@ def _lineage() -> list[Column]:
 def _bronze(spec: DatasetSpec) -> Table:
     """Bronze is the raw layer: the payload as delivered, plus the typed keys that dedup and ordering need."""
     columns = [
-        Column(f.name, KeyString if f.name in (spec.event_key, spec.entity_key) else _column_type(f.kind),
+        Column(f.name, KeyString if f.name in (spec.event_key, spec.entity_key) else _column_type(f),
                primary_key=f.name == spec.event_key, nullable=f.nullable)
         for f in spec.bronze_fields
     ]
@@ -77,7 +77,7 @@ def _silver(spec: DatasetSpec) -> Table:
     for f in spec.fields:
         is_key = f.name in (spec.entity_key, spec.event_key)
         columns.append(
-            Column(spec.silver_name(f.name), KeyString if is_key else _column_type(f.kind),
+            Column(spec.silver_name(f.name), KeyString if is_key else _column_type(f),
                    primary_key=f.name == spec.entity_key, nullable=f.nullable)
         )
     return Table(spec.silver_table, metadata, *columns, *_lineage())

@@ -1,17 +1,18 @@
-"""Write source deliveries: manifests for existing files, and large synthetic ticket partitions."""
+"""Write source deliveries: manifests for existing files, and large synthetic partitions of any dataset
+that declares synthetic data."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import orjson
 
-from schemas.tickets import CHANNELS, EVENT_TYPES, PRIORITIES, STATUSES
+from schemas.datasets import SyntheticData, get_dataset
+from schemas.kinds import FieldKind
 from tasks.read import count_records
 
 
@@ -42,69 +43,56 @@ def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition
     return out
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def synthetic_events(day: date, count: int, entities: int, seed: int,
+                     dataset: str = "tickets") -> Iterable[dict[str, Any]]:
+    """Valid events of a dataset dated inside `day`, spread over `entities` entities; deterministic per seed."""
+    return _synthetic(dataset).events(day, count, entities, seed)
 
 
-def synthetic_events(day: date, count: int, tickets: int, seed: int) -> Iterable[dict[str, Any]]:
-    """Valid ticket events dated inside `day`, spread over `tickets` tickets; deterministic per seed."""
-    rng = random.Random(seed)
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
-    for n in range(count):
-        ticket = rng.randrange(tickets)
-        updated = start + timedelta(seconds=rng.randrange(86_400))
-        created = updated - timedelta(seconds=rng.randrange(3 * 86_400))
-        yield {
-            "event_id": f"EV-{day:%Y%m%d}-{seed:04d}-{n:09d}",
-            "ticket_id": f"TCK-{ticket:08d}",
-            "event_type": rng.choice(EVENT_TYPES),
-            "created_at": _iso(created),
-            "updated_at": _iso(updated),
-            "status": rng.choice(STATUSES),
-            "priority": rng.choice(PRIORITIES),
-            "channel": rng.choice(CHANNELS),
-            "customer_id": f"CUST-{rng.randrange(100_000):06d}",
-            "subject": f"Ticket {ticket} about order {rng.randrange(10**6)}",
-            "body": "Customer reports an issue with their order; details follow. " * rng.randint(1, 3),
-            "product_line": rng.choice([None, "billing", "shipping", "accounts", "mobile"]),
-            "tags": rng.sample(["vip", "refund", "bug", "urgent", "follow-up", "sla"], rng.randint(0, 3)),
-        }
+def _synthetic(dataset: str) -> SyntheticData:
+    spec = get_dataset(dataset)
+    if spec.synthetic is None:
+        raise ValueError(f"dataset {dataset} declares no synthetic data (DatasetSpec.synthetic in schemas/datasets/)")
+    return spec.synthetic
 
 
 DEFECTS = ("malformed_record", "schema_violation", "future_event", "duplicate_in_batch", "conflicting_duplicate",
            "late_arriving")
 
 
-def realistic_lines(day: date, count: int, tickets: int, seed: int, defect_every: int = 10_000) -> Iterator[bytes]:
+def realistic_lines(day: date, count: int, entities: int, seed: int, defect_every: int = 10_000,
+                    dataset: str = "tickets") -> Iterator[bytes]:
     """`count` JSONL lines of synthetic events carrying what real deliveries carry: timestamps with and
     without fractional seconds (every other line microseconds, every fifth milliseconds), and, once per
     `defect_every` lines each, every kind of defect in DEFECTS: a truncated line, an unknown priority,
     an event dated after the day, the line before delivered again, the line before's event id with other
     content, and an update dated the day before. Deterministic per seed; 0 = no defects."""
+    spec, synthetic = get_dataset(dataset), _synthetic(dataset)
+    stamp = spec.partition_column
+    others = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP and f.name != stamp]
     previous = b""
     slots = _defect_slots(defect_every) if defect_every else {}
-    for n, event in enumerate(synthetic_events(day, count, tickets, seed)):
+    for n, event in enumerate(synthetic.events(day, count, entities, seed)):
         if n % 2:
-            event["updated_at"] = event["updated_at"].replace("Z", ".123456Z")
-        elif n % 5 == 0:
-            event["created_at"] = event["created_at"].replace("Z", ".250Z")
+            event[stamp] = event[stamp].replace("Z", ".123456Z")
+        elif n % 5 == 0 and others:
+            event[others[0]] = event[others[0]].replace("Z", ".250Z")
         line = orjson.dumps(event)
         defect = slots.get(n % defect_every) if defect_every else None
         if defect == "malformed_record":
             line = line[: len(line) // 2]
         elif defect == "schema_violation":
-            line = line.replace(b'"priority":"', b'"priority":"x-', 1)
+            line = orjson.dumps(synthetic.violate(event))
         elif defect == "future_event":
-            line = line.replace(f'"updated_at":"{day:%Y-%m-%d}'.encode(),
-                                f'"updated_at":"{day + timedelta(days=1):%Y-%m-%d}'.encode(), 1)
+            line = line.replace(f'"{stamp}":"{day:%Y-%m-%d}'.encode(),
+                                f'"{stamp}":"{day + timedelta(days=1):%Y-%m-%d}'.encode(), 1)
         elif defect == "duplicate_in_batch":
             line = previous
         elif defect == "conflicting_duplicate":
-            earlier = orjson.loads(previous)
-            line = orjson.dumps({**earlier, "subject": earlier["subject"] + " (edited)"})
+            line = orjson.dumps(synthetic.edit(orjson.loads(previous)))
         elif defect == "late_arriving":
-            line = line.replace(f'"updated_at":"{day:%Y-%m-%d}'.encode(),
-                                f'"updated_at":"{day - timedelta(days=1):%Y-%m-%d}'.encode(), 1)
+            line = line.replace(f'"{stamp}":"{day:%Y-%m-%d}'.encode(),
+                                f'"{stamp}":"{day - timedelta(days=1):%Y-%m-%d}'.encode(), 1)
         previous = line
         yield line
 
@@ -135,15 +123,16 @@ def write_jsonl(path: Path, events: Iterable[dict[str, Any]]) -> int:
 
 
 def generate_partitions(manifest_dir: Path, start: date, days: int, events_per_day: int,
-                        tickets: int | None = None, dataset: str = "tickets", defect_every: int = 0) -> list[Path]:
+                        entities: int | None = None, dataset: str = "tickets", defect_every: int = 0) -> list[Path]:
     """`days` daily deliveries of synthetic events, each with its manifest; returns the manifests.
     With `defect_every`, each delivery carries realistic defects (`realistic_lines`)."""
-    tickets = tickets or max(1, events_per_day // 4)
+    entities = entities or max(1, events_per_day // 4)
     manifests = []
     for offset in range(days):
         day = start + timedelta(days=offset)
         source = manifest_dir / "sources" / dataset / day.isoformat() / "events.jsonl"
-        write_lines(source, realistic_lines(day, events_per_day, tickets, seed=offset, defect_every=defect_every))
+        write_lines(source, realistic_lines(day, events_per_day, entities, seed=offset, defect_every=defect_every,
+                                            dataset=dataset))
         produced = datetime.combine(day, time(23, 30), tzinfo=timezone.utc)
         manifests.append(write_manifest(manifest_dir, f"{dataset}-{day.isoformat()}-synthetic", dataset,
                                         day, produced, [source]))

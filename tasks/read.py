@@ -26,7 +26,8 @@ from typing import Any, BinaryIO
 import orjson
 import polars as pl
 
-from schemas.datasets import DatasetSpec, FieldKind
+from schemas.datasets import DatasetSpec
+from schemas.kinds import KINDS, FieldKind, decimal_literal_parser
 from schemas.manifest import SourceManifest
 from schemas.reason_codes import QuarantineReason
 from tasks.errors import printable
@@ -86,10 +87,7 @@ def empty_records(spec: DatasetSpec) -> pl.DataFrame:
 
 
 def raw_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
-    return {
-        f.name: pl.List(pl.String) if f.kind is FieldKind.STRING_LIST else pl.String
-        for f in spec.fields
-    }
+    return spec.raw_schema
 
 
 def delivery_prefix(manifest: SourceManifest, asset_index: int) -> str:
@@ -122,21 +120,27 @@ def columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> tu
     errors: list[list[str] | None] = [None] * len(objects)
     columns: dict[str, list[Any]] = {}
     for field in spec.fields:
+        rules = field.rules
         values = [o.get(field.name) for o in objects]
-        if field.kind is FieldKind.STRING_LIST:
-            def ok(v: Any) -> bool:
-                return v is None or (type(v) is list and all(type(x) is str or x is None for x in v))
-            expected = "list of strings"
-        else:
-            def ok(v: Any) -> bool:
-                return v is None or type(v) is str
-            expected = "string"
         for i, value in enumerate(values):
-            if not ok(value):
-                errors[i] = (errors[i] or []) + [f"{field.name}: dtype({expected}) got {_python_type(value)}"]
+            if value is None:
+                continue
+            if rules.accepts(value):
+                values[i] = rules.to_raw(value)
+            else:
+                errors[i] = (errors[i] or []) + [f"{field.name}: dtype({rules.expected}) got {_python_type(value)}"]
                 values[i] = None
         columns[field.name] = values
     return columns, ["; ".join(e) if e else None for e in errors]
+
+
+def exact_decimals(spec: DatasetSpec, text: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with its decimal fields' numbers as their exact text (orjson reads them as floats)."""
+    decimals = [f.name for f in spec.fields if f.kind is FieldKind.DECIMAL and type(obj.get(f.name)) is float]
+    if not decimals:
+        return obj
+    exact = json.loads(text, parse_float=decimal_literal_parser)
+    return {**obj, **{name: exact[name] for name in decimals}}
 
 
 Parsed = tuple[int, str, "dict[str, Any] | str"]  # (line, raw payload as stored, object or why it is none)
@@ -164,6 +168,11 @@ _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 _KEY_TOKEN_PLAIN = r'"[^"\\]*"\s*:'  # a key spelled without escapes; escaped keys are flagged apart
 
 
+def _literal(name: str) -> str:
+    """A field name as a Rust regex matching it literally (every ASCII punctuation escaped, which Rust allows)."""
+    return "".join("\\" + ch if ch.isascii() and not ch.isalnum() and ch not in " _\"" else ch for ch in name)
+
+
 def _suspect(spec: DatasetSpec) -> pl.Expr:
     """Lines Polars could read differently from the strict rule; they take the exact path.
 
@@ -173,8 +182,7 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
     Repeated keys are found after the bulk decode (`_repeating_keys`), where it is cheap.
     """
     line = pl.col("_raw_payload")
-    strings = "|".join(f.name for f in spec.fields if f.kind is not FieldKind.STRING_LIST)
-    item = rf"(?:{_JSON_STRING}|null)"
+    string_valued = {f.name for f in spec.fields if f.rules.wire_value == KINDS[FieldKind.STRING].wire_value}
     flags = [
         line.is_null(),  # not UTF-8
         ~line.str.contains(r"^[ \t\r\n]*\{") | ~line.str.contains(r"\}[ \t\r\n]*$"),  # not one object
@@ -182,15 +190,35 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
         line.str.contains(r"\\u[dD][89a-fA-F]"),  # surrogate escapes: Polars decodes a lone one to NUL
         line.str.contains(r'\\.[^"\\]*"\s*:'),  # a key spelled with an escape may alias a contract field
         line.str.contains(r'"\s+:'),  # whitespace before a colon: `_repeating_keys` counts `":` only
-        line.str.contains(rf'"(?:{strings})"\s*:\s*[^"\sn]'),  # a string field whose value is no string
         line.str.count_matches(r"[\[{]") > MAX_DEPTH,
     ]
+    if string_valued:  # a string-valued field whose value is no string (one pattern for them all: the common case)
+        names = "|".join(_literal(name) for name in sorted(string_valued))
+        flags.append(line.str.contains(rf'"(?:{names})"\s*:\s*[^"\sn]'))
     for f in spec.fields:
-        if f.kind is FieldKind.STRING_LIST:  # every occurrence must be null or a flat list of strings/nulls
-            key = rf'"{f.name}"\s*:'
-            valid = rf'"{f.name}"\s*:\s*(?:null|\[\s*(?:{item}\s*(?:,\s*{item}\s*)*)?\])'
-            flags.append(line.str.count_matches(key) != line.str.count_matches(valid))
+        key = rf'"{_literal(f.name)}"\s*:'
+        if f.name in string_valued:
+            continue
+        if f.rules.wire_value is None:  # no bulk reading is exact for this kind: any value goes one by one
+            flags.append(line.str.contains(rf"{key}\s*[^\sn]"))
+        else:  # every occurrence must be a value Polars reads exactly
+            # the value's end is part of the match: `1.5e2` must not pass as the decimal `1.5`
+            whole_value = rf"{key}\s*{f.rules.wire_value}\s*[,}}]"
+            flags.append(line.str.count_matches(key) != line.str.count_matches(whole_value))
+        if f.kind is FieldKind.DECIMAL:  # its text is taken from the line: the key must be there once at most
+            flags.append(line.str.count_matches(key) > 1)
     return pl.any_horizontal(flags).fill_null(True)
+
+
+def _decimal_texts(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """Decimal fields as the line spells them: Polars reads a JSON number through a float."""
+    line = pl.col("_raw_payload")
+    exprs = []
+    for f in spec.fields:
+        if f.kind is FieldKind.DECIMAL:
+            number = line.str.extract(rf'"{_literal(f.name)}"\s*:\s*(-?[0-9][0-9.]*)(?:\s*[,}}])', 1)
+            exprs.append(pl.coalesce(number, pl.col(f.name)).alias(f.name))
+    return frame.with_columns(exprs) if exprs else frame
 
 
 def _repeating_keys(spec: DatasetSpec, frame: pl.DataFrame) -> pl.Series:
@@ -340,7 +368,7 @@ def _decode_blocks(spec: DatasetSpec, lines: pl.DataFrame) -> tuple[list[pl.Data
         block, first_try = pending.pop()
         frame = _polars_decode(spec, block)
         if frame is not None:
-            decoded.append(frame.with_columns(block["_raw_payload"], block["_line_number"]))
+            decoded.append(_decimal_texts(spec, frame.with_columns(block["_raw_payload"], block["_line_number"])))
         elif first_try:
             parses = pl.Series([_json_parses(t) for t in block["_raw_payload"].to_list()], dtype=pl.Boolean)
             refused += block.filter(~parses)["_line_number"].to_list()
@@ -376,7 +404,8 @@ def _read_jsonl(spec: DatasetSpec, manifest: SourceManifest, asset_index: int,
     rows = []
     for number, text in slow.sort("_line_number").iter_rows():
         raw = undecodable[number] if text is None else text.encode("utf-8")
-        rows.append((number, *parse_record_line(raw)))
+        payload, obj = parse_record_line(raw)
+        rows.append((number, payload, exact_decimals(spec, payload, obj) if isinstance(obj, dict) else obj))
     frames, malformed = _frames_from_rows(spec, manifest, asset_index, iter(rows))
     for frame in sorted(decoded, key=lambda f: f["_line_number"][0]):
         frames.append(_with_lineage(frame.drop("_line_number"), manifest, asset_index, frame["_line_number"], None))
@@ -447,7 +476,9 @@ def _restore_nul(cell: str) -> str:
 
 
 def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[Parsed]:
-    """CSV rows as objects: an empty cell is null where the contract allows null, else ''."""
+    """CSV rows as objects, each cell read as its field's kind spells it (schemas/kinds.py): an empty cell
+    is null where the contract allows null, an empty list for a list, '' for a required string, and
+    otherwise null (then the record breaks the contract for that field)."""
     kinds = {f.name: f for f in spec.fields}
     header, records = csv_table(data)
     for line_number, cells, raw in records:
@@ -457,15 +488,12 @@ def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[Parsed]:
         obj: dict[str, Any] = {}
         for name, cell in zip(header, cells):
             field = kinds.get(name)
-            if field is not None and field.kind is FieldKind.STRING_LIST:
-                try:
-                    obj[name] = loads_strict(cell) if cell else []
-                except ValueError:
-                    obj[name] = cell  # reported as a type violation of that column
-            elif cell == "" and field is not None and field.nullable:
-                obj[name] = None
-            else:
+            if field is None:
                 obj[name] = cell
+            elif cell == "" and (field.nullable or field.kind is not FieldKind.STRING):
+                obj[name] = None if field.nullable or field.kind is not FieldKind.STRING_LIST else []
+            else:
+                obj[name] = field.rules.from_cell(cell)
         yield line_number, json.dumps(obj), obj
 
 
@@ -480,6 +508,8 @@ def _parquet_rows(data: bytes) -> Iterator[Parsed]:
                 pl.col(name).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
                 if dtype.time_zone else pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")
             )
+        elif dtype == pl.Date:  # a typed date becomes its wire text too
+            frame = frame.with_columns(pl.col(name).dt.strftime("%Y-%m-%d"))
     for row_number, obj in enumerate(frame.iter_rows(named=True), start=1):
         yield row_number, _row_json(obj), obj
 

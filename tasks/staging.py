@@ -7,25 +7,23 @@ import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from schemas.kinds import KINDS, kind_of
 from tasks.database import is_postgres
 
 COPY_CHUNK_ROWS = 20_000  # small chunks let the server parse one while we format the next
 
 
 def _sql_text_frame(frame: pl.DataFrame, postgres: bool) -> pl.DataFrame:
-    """Columns as the text the databases parse: timestamps in one fixed-width UTC form, lists as JSON."""
-    ts_format = "%Y-%m-%d %H:%M:%S.%6f" + ("+00" if postgres else "")
+    """Columns as the text the databases parse, each by its kind (schemas/kinds.py): timestamps in one
+    fixed-width UTC form, decimals and dates as text, lists as JSON."""
     exprs = []
     for name, dtype in frame.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            exprs.append(pl.col(name).dt.convert_time_zone("UTC").dt.strftime(ts_format))
-        elif isinstance(dtype, pl.List):
-            exprs.append(
-                pl.struct(pl.col(name)).struct.json_encode()
-                .str.strip_prefix(f'{{"{name}":').str.strip_suffix("}").alias(name)
-            )
-        else:
+        try:
+            rules = KINDS[kind_of(dtype)]
+        except TypeError:  # lineage and ledger columns (Int64 line numbers, Int32) go as they are
             exprs.append(pl.col(name))
+            continue
+        exprs.append(rules.sql_text(pl.col(name), postgres).alias(name))
     return frame.select(exprs)
 
 

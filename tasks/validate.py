@@ -12,14 +12,12 @@ import pandera.errors
 import polars as pl
 from pandera.config import ValidationDepth, config_context
 
-from schemas.datasets import DatasetSpec, FieldKind
+from schemas.datasets import DatasetSpec
+from schemas.kinds import CANONICAL_TS, FieldKind
 from schemas.reason_codes import QuarantineReason
-from schemas.tickets import parse_utc
 from tasks.dedup import take
 from tasks.errors import ContractDefinitionError, printable
-from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, raw_schema
-
-CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
+from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, exact_decimals, raw_schema
 HASH_CHUNK_ROWS = 100_000
 
 
@@ -58,6 +56,45 @@ def _validate(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
             return exc.failure_cases
     return pl.DataFrame(schema={"index": pl.Int64, "column": pl.String, "check": pl.String,
                                 "failure_case": pl.String})
+
+
+# NUL is valid JSON (\u0000) but no text a database column can hold: a value holding one is a violation
+_TEXT_KINDS = (FieldKind.STRING, FieldKind.STRING_LIST, FieldKind.JSON_OBJECT)
+_ESCAPED_NUL = r"(?:^|[^\\])(?:\\\\)*\\u0000"  # \u0000 in JSON text, not an escaped backslash before it
+
+
+def _factory_rule_errors(name: str, kind: FieldKind, raw: pl.Expr) -> list[pl.Expr]:
+    """What every field of a kind must be, whatever the model says: text without NUL, lists without null."""
+    if kind is FieldKind.STRING:
+        return [pl.when(raw.str.contains("\x00", literal=True)).then(pl.lit(f"{name}: no_nul_characters"))]
+    if kind is FieldKind.STRING_LIST:
+        return [
+            pl.when(raw.list.eval(pl.element().str.contains("\x00", literal=True)).list.any())
+            .then(pl.lit(f"{name}: no_nul_characters")),
+            pl.when(raw.list.eval(pl.element().is_null()).list.any()).then(pl.lit(f"{name}: no_null_items")),
+        ]
+    if kind is FieldKind.JSON_OBJECT:
+        return [pl.when(raw.str.contains(_ESCAPED_NUL)).then(pl.lit(f"{name}: no_nul_characters"))]
+    return []
+
+
+def parse_fields(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
+    """Raw columns (as delivered) -> the model's typed columns (schemas/kinds.py). A value that is no
+    valid value of its kind, or breaks a factory rule, becomes null and a type error of its record."""
+    errors: list[pl.Expr] = []
+    typed: list[pl.Expr] = []
+    for f in spec.fields:
+        raw = pl.col(f.name)
+        parsed = f.rules.parse(raw, f.dtype)
+        broken = _factory_rule_errors(f.name, f.kind, raw)
+        if message := f.rules.parse_message(f.dtype):
+            broken.append(pl.when(raw.is_not_null() & parsed.is_null()).then(pl.lit(f"{f.name}: {message}")))
+        errors += broken
+        if broken and f.kind in _TEXT_KINDS:
+            parsed = pl.when(pl.any_horizontal([b.is_not_null() for b in broken]).not_()).then(parsed)
+        typed.append(parsed.cast(f.dtype).alias(f.name))
+    type_errors = pl.concat_str([pl.col("_type_errors"), *errors], separator="; ", ignore_nulls=True)
+    return records.with_columns(*typed, pl.when(type_errors != "").then(type_errors).alias("_type_errors"))
 
 
 def contract_failures(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
@@ -100,13 +137,9 @@ def contract_failures(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
-    """Contract-valid records with timestamps parsed to UTC and a hash of their content."""
-    timestamps = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP]
-    typed = records.with_columns(parse_utc(name).alias(name) for name in timestamps)
-    canonical = pl.struct(
-        [pl.col(n).dt.strftime(CANONICAL_TS) if n in timestamps else pl.col(n) for n in spec.field_names]
-    ).struct.json_encode()
+def typed_events(spec: DatasetSpec, typed: pl.DataFrame) -> pl.DataFrame:
+    """Contract-valid typed records with a hash of their content."""
+    canonical = pl.struct([f.rules.canonical(pl.col(f.name)).alias(f.name) for f in spec.fields]).struct.json_encode()
     hashes: list[str] = []
     for offset in range(0, typed.height, HASH_CHUNK_ROWS):  # in chunks: never all the JSON text at once
         texts = typed.slice(offset, HASH_CHUNK_ROWS).select(canonical).to_series().to_list()
@@ -116,11 +149,11 @@ def typed_events(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
 
 def typed_from_payloads(spec: DatasetSpec, payloads: list[str]) -> pl.DataFrame:
     """Typed fields of already-accepted raw payloads (bronze keeps the payload, silver needs the fields)."""
-    objects = [orjson.loads(p) for p in payloads]
-    columns, _ = columns_from_objects(spec, objects)
-    timestamps = [f.name for f in spec.fields if f.kind is FieldKind.TIMESTAMP]
-    frame = pl.DataFrame(columns, schema=raw_schema(spec))
-    return frame.with_columns(parse_utc(name).alias(name) for name in timestamps)
+    objects = [exact_decimals(spec, p, orjson.loads(p)) for p in payloads]
+    columns, type_errors = columns_from_objects(spec, objects)
+    frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
+        pl.Series("_type_errors", type_errors, dtype=pl.String))
+    return parse_fields(spec, frame).drop("_type_errors")
 
 
 def _quarantine_rows(frame: pl.DataFrame, spec: DatasetSpec, reason: QuarantineReason, detail: pl.Expr) -> pl.DataFrame:
@@ -139,7 +172,8 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
     """Split a partition's records: malformed, contract violations and future events go to quarantine."""
     window_start, window_end = partition_window(partition_key)
     records = raw.records.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
-    failures = contract_failures(spec, raw.records).rename({"index": "_row"})
+    records = parse_fields(spec, records)
+    failures = contract_failures(spec, records.drop("_row")).rename({"index": "_row"})
     broken = records.join(failures, on="_row", how="inner")
     passed = take(records, ~records["_row"].is_in(failures["_row"].implode()))
 
@@ -158,7 +192,7 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
                          # concat_str, not pl.format: format panics on multi-chunk string views (polars 2.1)
                          pl.concat_str([pl.lit(f"{spec.partition_column}: "),
                                         pl.col(spec.partition_column).dt.strftime(CANONICAL_TS),
-                                        pl.lit(" is at or after the window end " + window_end.strftime(CANONICAL_TS))])),
+                                        pl.lit(" is at or after the window end " + window_end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))])),
     ]).cast(QUARANTINE_SCHEMA).sort("source_uri", "line_number")
     return ValidatedBatch(
         events=events,

@@ -21,7 +21,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
-from schemas.datasets import DATASETS, DatasetSpec, FieldKind, get_dataset
+from schemas.datasets import DATASETS, DatasetSpec, get_dataset
 from schemas.reason_codes import VERIFY_ACTION, VERIFY_REASON_DOCS, QuarantineReason, VerifyReason
 from schemas.settings import load_settings
 from schemas.tables import (
@@ -235,15 +235,8 @@ def _check_warehouse(conn: Connection, found: _Findings, lake: Lake, spec: Datas
 
 
 def _canonical(spec: DatasetSpec, name: str, value: Any) -> Any:
-    """A field's value in one form whichever store it came from (timestamps in UTC, lists as lists)."""
-    kind = next(f.kind for f in spec.fields if f.name == name)
-    if kind is FieldKind.TIMESTAMP and isinstance(value, datetime):
-        return (value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value).isoformat()
-    if kind is FieldKind.STRING_LIST and isinstance(value, str):
-        return json.loads(value)
-    if kind is FieldKind.STRING_LIST and value is not None:
-        return list(value)
-    return value
+    """A field's value in one form whichever store it came from (schemas/kinds.py)."""
+    return spec.field(name).rules.python_value(value)
 
 
 def _check_silver_content(conn: Connection, found: _Findings, spec: DatasetSpec, events: pl.DataFrame) -> None:

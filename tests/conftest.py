@@ -112,6 +112,13 @@ def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp
 
 
 @pytest.fixture(autouse=True)
+def tickets_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two datasets are registered: commands (and the subprocesses tests start) speak of tickets unless
+    a test names orders, as a user with FACTORY_DEFAULT_DATASET=tickets would."""
+    monkeypatch.setenv("FACTORY_DEFAULT_DATASET", "tickets")
+
+
+@pytest.fixture(autouse=True)
 def evidence_contract(tmp_path: Path) -> Iterator[None]:
     """Contract test on every test: each evidence file the test produced validates against the schema."""
     yield

@@ -26,6 +26,7 @@ def datafactory(workspace: Path, *args: str, api_url: str | None = None,
         FACTORY_DATABASE_URL=f"sqlite:///{workspace / 'warehouse.db'}",
         FACTORY_REPORT_DIR=str(workspace / "reports"),
         FACTORY_LAKE_URL=str(workspace / "lake"),
+        FACTORY_DEFAULT_DATASET="tickets",
         PYTHONPATH=str(REPO),
     )
     env.update(extra_env or {})
@@ -47,21 +48,24 @@ def api_url(prefect_harness: None) -> str:
 
 
 def test_demo_prints_every_partition_and_is_clean(workspace: Path, api_url: str) -> None:
-    """`datafactory demo` exits 0 with the per-partition table; Prefect prints no errors or tracebacks."""
+    """`datafactory demo` exits 0 with a per-partition table for each dataset; Prefect prints no errors or tracebacks."""
     first = datafactory(workspace, "demo")
     assert first.returncode == 0, first.stderr
     rows = {line.split()[0]: line.split()[1] for line in first.stdout.splitlines()
             if line.startswith("2026-") and not line.split()[0].endswith(":")}
     assert rows == {"2026-04-14": "succeeded", "2026-04-16": "succeeded", "2026-04-17": "succeeded"}
     assert "2026-04-15: no manifest declares this partition" in first.stdout
+    assert "dataset orders" in first.stdout and "dataset tickets" in first.stdout
     for noise in ("Traceback", "ERROR", "telemetry"):
         assert noise not in first.stdout + first.stderr
 
     again = datafactory(workspace, "demo", "--json", api_url=api_url)  # the ephemeral server was the point above
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert [p["status"] for p in report["partitions"]] == ["skipped", "skipped", "skipped"]
-    assert report["no_input"] == ["2026-04-15"]
+    assert sorted(report) == ["orders", "tickets"]
+    for dataset in ("orders", "tickets"):
+        assert [p["status"] for p in report[dataset]["partitions"]] == ["skipped", "skipped", "skipped"]
+        assert report[dataset]["no_input"] == ["2026-04-15"]
 
 
 def test_a_no_op_run_is_recorded_without_any_prefect_server(workspace: Path, api_url: str) -> None:

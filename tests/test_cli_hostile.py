@@ -154,7 +154,8 @@ def test_reads_do_not_wait_behind_a_writer_holding_sqlite(workspace: Path) -> No
         for args in (["status"], ["checks", "--partition", "2026-04-17"], ["health"],
                      ["lake", "snapshots", "--partition", "2026-04-17"]):
             result = datafactory(workspace, *args, timeout=60)  # SQLite's busy timeout is 600 s
-            assert result.returncode == 0, result.stderr
+            # health exits 1: the shipped orders were never run here; it answered all the same
+            assert result.returncode == (1 if args == ["health"] else 0) and result.stderr == "", result.stderr
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -115,5 +115,5 @@ def test_the_delivery_summary_lists_the_held_partition_and_why(factory_env: str,
     mostly_invalid(sample_dir)
     run_partition(dataset="tickets", partition_key=D20)
     summary = (tmp_path / "reports" / "delivery_summary.md").read_text()
-    held = summary.split("### Held partitions")[1].split("###")[0]
+    held = summary.split("## tickets")[1].split("### Held partitions")[1].split("###")[0]
     assert "**2026-04-20**: held by quarantine_ratio (8 of 10 records quarantined (schema_violation 8))" in held

@@ -225,7 +225,7 @@ def test_the_command_killed_between_commit_and_evidence_converges_when_rerun(war
     for day in (D14, D16):
         commit(url, sample_dir, day, lake=Lake(open_storage(str(workspace / "lake"))))
     killed = subprocess.run(
-        [sys.executable, "-m", "tests.faults", "tasks.report:write_evidence:before", "--", "cli", "run", "--partition",
+        [sys.executable, "-m", "tests.faults", "tasks.report:write_evidence:before", "--", "cli", "run", "--dataset", "tickets", "--partition",
          "2026-04-17"], cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**{k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_"))}, **env,
              "PREFECT_HOME": str(workspace / "prefect-home"), "FACTORY_MANIFEST_DIR": str(workspace / "manifests"),

@@ -31,6 +31,7 @@ def _edit(sample_dir: Path, change) -> Path:  # type: ignore[no-untyped-def]
 def test_shipped_manifests_are_valid(sample_dir: Path) -> None:
     manifests = discover_manifests(sample_dir)
     assert sorted(m.manifest_id for m in manifests) == [
+        "orders-2026-04-14-a", "orders-2026-04-16-a", "orders-2026-04-17-a", "orders-2026-04-17-b",
         "tickets-2026-04-14-a", "tickets-2026-04-16-a", "tickets-2026-04-17-a", "tickets-2026-04-17-b"]
     assert [m.manifest_id for m in partition_manifests(sample_dir, "tickets", date(2026, 4, 17))] == [
         "tickets-2026-04-17-a", "tickets-2026-04-17-b"]

@@ -80,7 +80,7 @@ def test_concurrent_runs_fetch_the_same_key_into_their_own_copies(sample_dir: Pa
     barrier = threading.Barrier(2)
 
     def fetch() -> None:
-        with asset_files([m for m in manifests if m.partition_key == D14], sample_dir) as paths:
+        with asset_files([m for m in manifests if m.partition_key == D14 and m.dataset == "tickets"], sample_dir) as paths:
             barrier.wait()  # both copies exist at once
             seen.extend(paths.values())
 

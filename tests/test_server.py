@@ -131,7 +131,7 @@ def test_the_ui_shows_the_evidence_artifact_on_the_flow_run(deployed: dict[str, 
 def test_a_backfill_fans_out_to_the_work_pool_through_run_deployment(deployed: dict[str, object],
                                                                       cli_run: dict[str, object]) -> None:
     """The backfill flow runs here; its gap partitions run as flow runs of the deployment, on the worker."""
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "backfill", "--start", "2026-04-13", "--end", "2026-04-18",
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "backfill", "--dataset", "tickets", "--start", "2026-04-13", "--end", "2026-04-18",
                            "--mode", "execute", "--deployment", "partition-flow/tickets-daily", "--json"],
                           cwd=REPO, env=deployed["env"], capture_output=True, text=True, timeout=600)  # type: ignore[arg-type]
     assert done.returncode == 0, done.stdout + done.stderr
