@@ -626,6 +626,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from schemas.settings import load_settings
+    from tasks import migrations
+    from tasks.database import get_engine, open_engine, reading, safe_url
+
+    url = load_settings().database_url
+    engine = open_engine(url)
+    with reading(engine) as conn:
+        before = migrations.recorded_revision(conn)
+    head = migrations.head_revision()
+    if args.db_command == "upgrade":
+        if before is not None:
+            with engine.begin() as conn:
+                migrations.upgrade(conn)
+        engine.dispose()
+        get_engine(url)  # and every table the code needs (a new warehouse, a new dataset)
+        state = {"warehouse": safe_url(url), "before": before, "revision": head}
+        message = (f"{safe_url(url)}: created at revision {head}" if before is None else
+                   f"{safe_url(url)}: already at revision {head}" if before == head else
+                   f"{safe_url(url)}: upgraded from revision {before} to {head}")
+    else:
+        state = {"warehouse": safe_url(url), "revision": before, "code_revision": head}
+        message = (f"{safe_url(url)}: no factory tables yet (the first command creates them at revision {head})"
+                   if before is None else f"{safe_url(url)}: revision {before}; this code's: {head}"
+                   + ("" if before == head else " (run `datafactory db upgrade`)"))
+    if args.json:
+        _print_json(state)
+    else:
+        print(message)
+    return EXIT_OK
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from flows import local_server
 
@@ -786,6 +818,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=_date, default=date(2026, 4, 17))
     generate.add_argument("--out", type=Path, default=Path(".factory/synthetic"))
     generate.set_defaults(func=cmd_generate)
+
+    db = sub.add_parser("db", parents=[common], help="the warehouse's factory tables: revision and upgrade")
+    dbsub = db.add_subparsers(dest="db_command", required=True, parser_class=OneLineParser)
+    dbsub.add_parser("current", parents=[common], help="the revision the warehouse is at, and the code's").set_defaults(
+        func=cmd_db)
+    dbsub.add_parser("upgrade", parents=[common], help="migrate the factory tables to the code's revision "
+                     "(PostgreSQL needs this after an upgrade of data-factory; SQLite does it itself)").set_defaults(
+        func=cmd_db)
 
     server = sub.add_parser("server", parents=[common], help="a local Prefect server commands share (opt-in)",
                             description=(

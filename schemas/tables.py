@@ -1,6 +1,9 @@
-"""SQLAlchemy tables: bronze and silver per registered dataset, plus quarantine and the ledger."""
+"""SQLAlchemy tables: the factory's own (quarantine, the ledger; versioned by schemas/migrations/) in
+`metadata`, and bronze and silver per dataset, built from its contract (`dataset_tables`)."""
 
 from __future__ import annotations
+
+import json
 
 from sqlalchemy import (
     Column,
@@ -49,7 +52,7 @@ def _lineage() -> list[Column]:
     ]
 
 
-def _bronze(spec: DatasetSpec) -> Table:
+def _bronze(spec: DatasetSpec, metadata: MetaData) -> Table:
     """Bronze is the raw layer: the payload as delivered, plus the typed keys that dedup and ordering need."""
     columns = [
         Column(f.name, KeyString if f.name in (spec.event_key, spec.entity_key) else _column_type(f),
@@ -72,7 +75,7 @@ def _bronze(spec: DatasetSpec) -> Table:
     )
 
 
-def _silver(spec: DatasetSpec) -> Table:
+def _silver(spec: DatasetSpec, metadata: MetaData) -> Table:
     columns = []
     for f in spec.fields:
         is_key = f.name in (spec.entity_key, spec.event_key)
@@ -83,8 +86,31 @@ def _silver(spec: DatasetSpec) -> Table:
     return Table(spec.silver_table, metadata, *columns, *_lineage())
 
 
-BRONZE: dict[str, Table] = {name: _bronze(spec) for name, spec in DATASETS.items()}
-SILVER: dict[str, Table] = {name: _silver(spec) for name, spec in DATASETS.items()}
+_BUILT: dict[tuple[str, ...], tuple[Table, Table]] = {}
+
+
+def dataset_tables(spec: DatasetSpec) -> tuple[Table, Table]:
+    """(bronze, silver) as the dataset's contract declares them: each contract its own MetaData, so a
+    changed contract (schema evolution) gets tables of its own beside the registered one."""
+    key = (spec.name, spec.bronze_table, spec.silver_table, json.dumps(spec.silver_renames, sort_keys=True),
+           spec.event_key, spec.entity_key, spec.ordering_column, spec.contract_fingerprint)
+    if key not in _BUILT:
+        own = MetaData()
+        _BUILT[key] = (_bronze(spec, own), _silver(spec, own))
+    return _BUILT[key]
+
+
+def bronze_table(spec: DatasetSpec) -> Table:
+    return dataset_tables(spec)[0]
+
+
+def silver_table(spec: DatasetSpec) -> Table:
+    return dataset_tables(spec)[1]
+
+
+BRONZE: dict[str, Table] = {name: bronze_table(spec) for name, spec in DATASETS.items()}
+SILVER: dict[str, Table] = {name: silver_table(spec) for name, spec in DATASETS.items()}
+
 
 def _delivered_at() -> list[Column]:
     """Where a record came from: its partition, batch, manifest, file and line."""
@@ -256,3 +282,42 @@ verify_finding = Table(
     Column("detail", Text, nullable=False),
     Column("found_at", Timestamp, nullable=False),
 )
+
+
+# What the warehouse's dataset tables hold now: the contract last applied to them (tasks/schema_evolution.py
+# compares the code's contract with it before every write).
+dataset_contract = Table(
+    "dataset_contract",
+    metadata,
+    Column("dataset", String(64), primary_key=True),
+    Column("fingerprint", String(16), nullable=False),
+    Column("fields", Text, nullable=False),  # JSON: field -> kind as FieldSpec.describe() names it
+    Column("applied_at", Timestamp, nullable=False),
+)
+
+# Every change applied to a dataset's tables, with what it was and what it became.
+schema_change = Table(
+    "schema_change",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False, index=True),
+    Column("field", Text, nullable=False),
+    Column("change", String(24), nullable=False),  # added, removed, kind_changed, now_required, now_nullable
+    Column("before", Text),
+    Column("after", Text),
+    Column("from_fingerprint", String(16), nullable=False),
+    Column("to_fingerprint", String(16), nullable=False),
+    Column("how", Text, nullable=False),  # the statement or rebuild that applied it
+    Column("run_id", String(36)),  # the run that applied it (additive changes), or none (schema apply)
+    Column("operator", String(128), nullable=False),
+    Column("applied_at", Timestamp, nullable=False),
+)
+
+# the factory's own tables, versioned by the migrations in schemas/migrations/ (dataset tables are not)
+FACTORY_TABLES = (quarantine, redelivery, ingest_batch, ingest_run, partition_state, decision_log, check_result,
+                  lake_snapshot, lake_current, verify_finding, dataset_contract, schema_change)
+
+
+def warehouse_tables() -> list[Table]:
+    """Every table the code needs: the factory's own, then each registered dataset's bronze and silver."""
+    return [*metadata.sorted_tables, *(t for name in sorted(DATASETS) for t in dataset_tables(DATASETS[name]))]

@@ -14,8 +14,8 @@ from sqlalchemy import Connection, Engine, Index, Table, create_engine, event, i
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from schemas.tables import metadata
-from tasks.errors import InputError, printable
+from schemas.tables import warehouse_tables
+from tasks.errors import InputError, SchemaMismatchError, printable
 
 SQLITE_BUSY_TIMEOUT_S = 600
 SCHEMA_LOCK_KEY = 0x0DF5C4E3A  # advisory lock taken while creating the factory's tables
@@ -67,10 +67,18 @@ def safe_url(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """The engine for a warehouse URL, with every factory table created if missing.
+    """The engine for a warehouse URL, its tables at the code's revision (tasks/migrations.py) and every
+    table created if missing.
 
-    The check for missing tables reads without taking SQLite's write lock, so a command that only
-    reads (status, checks, health) never waits behind a run that is writing."""
+    The checks read without taking SQLite's write lock, so a command that only reads (status, checks,
+    health) never waits behind a run that is writing."""
+    engine = open_engine(url)
+    _prepare(engine)
+    return engine
+
+
+def open_engine(url: str) -> Engine:
+    """A new engine for a warehouse URL, as it is: no table created, no revision checked (`db upgrade`)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -93,17 +101,35 @@ def get_engine(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def _prepare(engine: Engine) -> None:
+    from tasks import migrations
+
     with reading(engine) as conn:
-        missing = [t for t in metadata.sorted_tables if not engine.dialect.has_table(conn, t.name)]
-        unindexed = _missing_indexes(conn, [t for t in metadata.sorted_tables if t not in missing])
+        behind = migrations.needs_upgrade(conn)
+    if behind is not None:
+        if is_postgres(engine):  # never changed behind its operator's back
+            with reading(engine) as conn:
+                raise SchemaMismatchError(migrations.behind_message(conn, behind))
+        with engine.begin() as conn:  # the embedded SQLite warehouse upgrades itself (README, *Settings*)
+            migrations.upgrade(conn)
+    tables = warehouse_tables()
+    with reading(engine) as conn:
+        missing = [t for t in tables if not engine.dialect.has_table(conn, t.name)]
+        unindexed = _missing_indexes(conn, [t for t in tables if t not in missing])
     if missing or unindexed:
         with engine.begin() as conn:
             if is_postgres(engine):  # two first runs at once: one creates, the other then finds the tables
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            metadata.create_all(conn, tables=missing)  # checkfirst: another process may have made some
+            new_warehouse = not engine.dialect.has_table(conn, "ingest_run")
+            for table in missing:  # checkfirst: another process may have made some
+                table.create(conn, checkfirst=True)
             for index in unindexed:  # an index added since the warehouse was created
                 index.create(conn, checkfirst=True)
-    return engine
+            if new_warehouse:  # created at the code's revision
+                migrations.stamp_head(conn)
 
 
 def _missing_indexes(conn: Connection, tables: list[Table]) -> list[Index]:

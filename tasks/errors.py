@@ -66,3 +66,10 @@ class ContractDefinitionError(FactoryError):
     """The dataset's contract itself is broken (a check that cannot run): a bug in `schemas/`, not in the data."""
 
     exit_code = 1
+
+
+class SchemaMismatchError(FactoryError):
+    """The warehouse's tables are not what the code needs (a factory revision behind or ahead, a dataset
+    change that needs an operator): nothing ran; the message names both sides and the command."""
+
+    exit_code = 2

@@ -177,6 +177,10 @@ def _parse_manifest(path: Path) -> SourceManifest:
         raise source.error(where, printable(error.message))
     if raw["dataset"] not in DATASETS:
         raise source.error(("dataset",), f"unknown dataset {raw['dataset']!r} (known: {', '.join(sorted(DATASETS))})")
+    known_versions = DATASETS[raw["dataset"]].schema_versions
+    if raw["schema_version"] not in known_versions:
+        raise source.error(("schema_version",), f"{printable(raw['schema_version'])!r} is no schema version of dataset "
+                           f"{raw['dataset']} (it reads {', '.join(known_versions)}; DatasetSpec.schema_versions)")
     try:
         day = date.fromisoformat(raw["partition_key"])
     except ValueError:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import Action, Mode
 from schemas.summary import RunCounts
-from schemas.tables import SILVER
+from schemas.tables import silver_table
 from tasks import checks, ledger
 from tasks.commit import HEARTBEAT_S, Committed
 from tasks.database import reading
@@ -94,7 +94,7 @@ def lake_events(lake: Lake, spec: DatasetSpec, entities: set[str],
 def silver_from_events(spec: DatasetSpec, events: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """Per entity, the greatest of the events' earliest deliveries, shaped as silver rows."""
     if events.height == 0:
-        return pl.DataFrame(schema={c.name: pl.String for c in SILVER[spec.name].columns}).head(0)
+        return pl.DataFrame(schema={c.name: pl.String for c in silver_table(spec).columns}).head(0)
     earliest = events.sort("_delivery_key").unique(subset=[spec.event_key], keep="first")
     best = earliest.sort([spec.ordering_column, spec.event_key], descending=True).unique(
         subset=[spec.entity_key], keep="first")

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
-from schemas.tables import SILVER
+from schemas.tables import silver_table
 from tasks.dedup import take
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity
@@ -158,7 +158,7 @@ def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
 
 def upsert_silver(conn: Connection, spec: DatasetSpec, staged: str = "_stg_silver") -> None:
     """Newer wins by (ordering column, event key); an older or equal event never rewrites a row."""
-    table = SILVER[spec.name]
+    table = silver_table(spec)
     columns = [c.name for c in table.columns]
     names = ", ".join(f'"{c}"' for c in columns)
     updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != spec.entity_key)

@@ -25,7 +25,7 @@ from schemas.datasets import DATASETS, DatasetSpec, get_dataset
 from schemas.reason_codes import VERIFY_ACTION, VERIFY_REASON_DOCS, QuarantineReason, VerifyReason
 from schemas.settings import load_settings
 from schemas.tables import (
-    SILVER,
+    silver_table,
     check_result,
     decision_log,
     ingest_run,
@@ -242,7 +242,7 @@ def _canonical(spec: DatasetSpec, name: str, value: Any) -> Any:
 def _check_silver_content(conn: Connection, found: _Findings, spec: DatasetSpec, events: pl.DataFrame) -> None:
     """Silver rows whose last event is in this snapshot hold exactly that event's fields."""
     fields = [f.name for f in spec.fields]
-    table = SILVER[spec.name]
+    table = silver_table(spec)
     by_event = {e[spec.event_key]: e for e in events.select(fields).to_dicts()}
     ids = list(by_event)
     differs = set()

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
-from schemas.tables import BRONZE
+from schemas.tables import bronze_table
 from schemas.tables import quarantine as quarantine_table
 from tasks.database import is_postgres, probing_by_index
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
@@ -59,7 +59,7 @@ class WriteResult:
 # --- bronze --------------------------------------------------------------------------------------
 
 def _bronze_frame(spec: DatasetSpec, events: pl.DataFrame, who: RunIdentity, now: datetime) -> pl.DataFrame:
-    table = BRONZE[spec.name]
+    table = bronze_table(spec)
     return events.with_columns(
         pl.lit(who.partition).alias("_partition_key"),
         pl.lit(who.batch_id).alias("_batch_id"),

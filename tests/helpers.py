@@ -72,11 +72,11 @@ def data_tables(url: str) -> dict[str, list[tuple]]:
 
 def all_tables(url: str) -> dict[str, list[tuple]]:
     """Full contents of every factory table, ledger included (what a dry run must leave alone)."""
-    from schemas.tables import metadata
+    from schemas.tables import warehouse_tables
 
     with get_engine(url).connect() as conn:
-        return {name: sorted(tuple(map(str, r)) for r in conn.execute(select(table)))
-                for name, table in metadata.tables.items()}
+        return {table.name: sorted(tuple(map(str, r)) for r in conn.execute(select(table)))
+                for table in warehouse_tables()}
 
 
 def silver_rows(url: str, dataset: str = "tickets") -> dict[str, dict[str, Any]]:

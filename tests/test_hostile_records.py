@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from sqlalchemy import delete
 
-from schemas.tables import metadata
+from schemas.tables import warehouse_tables
 from tasks.database import get_engine
 from tasks.generate import write_manifest
 from tests.helpers import commit, data_tables
@@ -31,7 +31,7 @@ EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "30"))
 
 def _reset(url: str) -> None:
     with get_engine(url).begin() as conn:
-        for table in reversed(metadata.sorted_tables):
+        for table in reversed(warehouse_tables()):
             conn.execute(delete(table))
 
 

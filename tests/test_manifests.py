@@ -52,6 +52,15 @@ def test_wrong_record_count_is_rejected(sample_dir: Path) -> None:
         partition_manifests(sample_dir, "tickets", D14)
 
 
+def test_a_schema_version_the_dataset_does_not_read_is_one_line_naming_it(sample_dir: Path) -> None:
+    _edit(sample_dir, lambda m: m.update(schema_version="2"))
+    with pytest.raises(InputError) as err:
+        partition_manifests(sample_dir, "tickets", D14)
+    assert (err.value.field, err.value.line) == ("schema_version", 6)
+    assert str(err.value).endswith("'2' is no schema version of dataset tickets (it reads 1; "
+                                   "DatasetSpec.schema_versions)")
+
+
 def test_uri_escaping_the_manifest_root_is_rejected(sample_dir: Path) -> None:
     _edit(sample_dir, lambda m: m["assets"][0].update(uri="../../outside.jsonl"))
     with pytest.raises(InputError, match=r"assets\[0\]\.uri: '../../outside.jsonl' escapes"):
