@@ -626,6 +626,46 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from schemas.datasets import get_dataset
+    from schemas.settings import load_settings
+    from tasks.database import get_engine, reading
+    from tasks.schema_evolution import evolve, pending_changes
+
+    spec = get_dataset(args.dataset)
+    engine = get_engine(load_settings().database_url)
+    if args.schema_command == "status":
+        with reading(engine) as conn:
+            changes = pending_changes(conn, spec)
+        if args.json:
+            _print_json({"dataset": spec.name, "fingerprint": spec.contract_fingerprint,
+                         "pending": [c.as_dict() for c in changes]})
+        elif not changes:
+            print(f"{spec.name}: the tables hold the code's contract ({spec.contract_fingerprint})")
+        else:
+            print(f"{spec.name}: {len(changes)} change(s) between the tables and the code's contract:")
+            for change in changes:
+                print(f"  {change}: " + ("additive, the next run applies it" if change.additive else
+                                         "needs `datafactory schema apply --allow-destructive`"))
+        return EXIT_OK
+    with engine.begin() as conn:
+        applied = evolve(conn, spec, datetime.now(timezone.utc), args.operator,
+                         allow_destructive=args.allow_destructive)
+    if args.json:
+        _print_json({"dataset": spec.name, "fingerprint": spec.contract_fingerprint,
+                     "applied": [c.as_dict() for c in applied]})
+    elif not applied:
+        print(f"{spec.name}: nothing to apply; the tables hold the code's contract")
+    else:
+        print(f"{spec.name}: applied " + "; ".join(str(c) for c in applied))
+        if any(c.additive and c.change == "added" for c in applied) and not args.allow_destructive:
+            print(f"existing rows hold null for the new field(s) until `datafactory backfill --dataset {spec.name} "
+                  "--start D --end D --mode execute --all --reason schema_change` rebuilds them from bronze")
+    return EXIT_OK
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from schemas.settings import load_settings
     from tasks import migrations
@@ -818,6 +858,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=_date, default=date(2026, 4, 17))
     generate.add_argument("--out", type=Path, default=Path(".factory/synthetic"))
     generate.set_defaults(func=cmd_generate)
+
+    schema = sub.add_parser("schema", parents=[common], help="a dataset's tables against its contract")
+    schsub = schema.add_subparsers(dest="schema_command", required=True, parser_class=OneLineParser)
+    schema_status = schsub.add_parser("status", parents=[common], help="changes between the tables and the contract")
+    schema_status.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
+    schema_status.set_defaults(func=cmd_schema)
+    schema_apply = schsub.add_parser("apply", parents=[common], help="apply the contract's changes to the tables")
+    schema_apply.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
+    schema_apply.add_argument("--allow-destructive", action="store_true",
+                              help="also fields removed, kinds changed, new required fields: silver is rebuilt "
+                                   "from bronze under the new contract")
+    schema_apply.add_argument("--operator", type=_operator, default="cli")
+    schema_apply.set_defaults(func=cmd_schema)
 
     db = sub.add_parser("db", parents=[common], help="the warehouse's factory tables: revision and upgrade")
     dbsub = db.add_subparsers(dest="db_command", required=True, parser_class=OneLineParser)

@@ -100,7 +100,7 @@ def _counted(done: Committed, dry_run: bool) -> PartitionSummary:
         message = "held by " + ", ".join(c.name for c in done.checks if c.status == "fail")
     return make_summary(done.who, status, attempt=done.attempt, waited_for=done.result.waited_for,
                     checks=done.checks, message=message, lake_snapshot=done.snapshot_summary,
-                    **done.counts.model_dump())
+                    schema_changes=done.schema_changes, **done.counts.model_dump())
 
 
 def scheduled_partition() -> date:

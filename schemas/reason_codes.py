@@ -42,6 +42,7 @@ class ActionReason(StrEnum):
     UNTRUSTED_STATE = "untrusted_state"
     OPERATOR_REQUEST = "operator_request"
     SCHEDULED = "scheduled"
+    SCHEMA_CHANGE = "schema_change"
 
 
 class QuarantineReason(StrEnum):
@@ -68,6 +69,7 @@ ACTION_REASON_DOCS: dict[ActionReason, str] = {
     ActionReason.UNTRUSTED_STATE: "current state cannot be trusted and must be rebuilt",
     ActionReason.OPERATOR_REQUEST: "an operator asked for it",
     ActionReason.SCHEDULED: "the daily schedule started it",
+    ActionReason.SCHEMA_CHANGE: "the dataset's contract changed; rows are rebuilt from bronze under it",
 }
 
 QUARANTINE_REASON_DOCS: dict[QuarantineReason, str] = {

@@ -109,6 +109,7 @@ class PartitionSummary(RunCounts):
     downstream: Downstream | None = None
     evidence_path: str | None = None
     lake_snapshot: dict[str, Any] | None = None  # snapshot id, rows, files, manifest key
+    schema_changes: list[dict[str, Any]] = Field(default_factory=list)  # applied to the tables by this run
 
     def reconcile(self) -> dict[str, bool]:
         """Equation name -> holds (or is explained); empty when the run counted nothing (skip, no input)."""

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.datasets import DatasetSpec
+from schemas.reason_codes import ActionReason
 from schemas.summary import CheckOutcome, RunCounts
 from tasks import checks, ledger
 from tasks.errors import TransientError
@@ -27,6 +28,7 @@ from tasks.lake import Lake, SnapshotWriter, lake_frame
 from tasks.lake_state import committed_ids, settle_lake
 from tasks.ledger import RunIdentity
 from tasks.locks import partition_lock
+from tasks.schema_evolution import evolve, evolve_tables, rebuild_entities
 from tasks.validate import ValidatedBatch, partition_window
 from tasks.warehouse import Tally, WriteResult, write_partition
 
@@ -57,6 +59,7 @@ class Committed:
     snapshot: dict[str, Any] | None = None  # the lake snapshot this attempt committed
     lake_note: str | None = None  # what the lake was left with when the marker could not follow
     read_counts: dict[str, int] = field(default_factory=dict)  # "manifest_id:uri" -> records read
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)  # applied to the tables by this attempt
 
     @property
     def snapshot_summary(self) -> dict[str, Any] | None:
@@ -90,13 +93,16 @@ Batches = ValidatedBatch | Iterable[ValidatedBatch]
 
 def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who: RunIdentity, now: datetime,
                      force: bool, before_silver: Callable[[], None] | None,
-                     lake: Lake | None = None) -> Committed:
+                     lake: Lake | None = None, applied: list[dict[str, Any]] | None = None) -> Committed:
     """Write chunk by chunk (each chunk's accepted events going to the lake snapshot as they come),
     check what the transaction now holds, then publish the snapshot and record it.
 
     The verdicts and the snapshot's ledger row commit (or roll back) with the data."""
     if isinstance(batches, ValidatedBatch):
         batches = [batches]
+    # the tables follow the contract first (applied before this transaction, `applied`; a dry run's here,
+    # rolled back with it); a change that needs an operator is refused
+    changes = [*(applied or []), *(c.as_dict() for c in evolve(conn, spec, now, who.operator, who.run_id))]
     writer = None
     if lake is not None:
         writer = SnapshotWriter(lake, spec, who.partition_key, who.run_id,
@@ -108,7 +114,12 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
         if result.skipped:
             if writer is not None:
                 writer.abandon()
-            return Committed(result, tally.rejected, who, None, counts, [], read_counts=dict(tally.read_counts))
+            return Committed(result, tally.rejected, who, None, counts, [], read_counts=dict(tally.read_counts),
+                             schema_changes=changes)
+        if who.reason_code == ActionReason.SCHEMA_CHANGE and tally.entities is not None:
+            # a rerun after a contract change: the partition's entities rebuilt from bronze's payloads, so
+            # rows written before the change get the fields it added
+            rebuild_entities(conn, spec, tally.entities.to_list())
         _, window_end = partition_window(who.partition_key)
         entities = tally.entities if tally.entities is not None else pl.Series(dtype=pl.String)
         observed = checks.observe(conn, spec, who, counts, entities, tally.newest_event, window_end,
@@ -124,7 +135,8 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
         if writer is not None:
             writer.abandon()
         raise
-    return Committed(result, tally.rejected, who, None, counts, outcomes, snapshot, read_counts=dict(tally.read_counts))
+    return Committed(result, tally.rejected, who, None, counts, outcomes, snapshot, read_counts=dict(tally.read_counts),
+                     schema_changes=changes)
 
 
 def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:
@@ -157,12 +169,13 @@ def commit_partition(
                     transaction.rollback()
             done.result.waited_for = waited
             return done
+        applied = [c.as_dict() for c in evolve_tables(engine, spec, now, who.operator, who.run_id)]
         attempt = ledger.start_run(engine, who)
         committed = False
         try:
             with ledger.heartbeat(engine, who.run_id, heartbeat_s):
                 with engine.begin() as conn:
-                    done = _write_and_check(conn, spec, batches, who, now, force, before_silver, lake)
+                    done = _write_and_check(conn, spec, batches, who, now, force, before_silver, lake, applied)
                     status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
                     output = None if done.result.skipped else done.counts.output_count
                     detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held \

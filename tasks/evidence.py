@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 
-from schemas.datasets import DatasetSpec
+from schemas.datasets import DatasetSpec, describe_fields
 from schemas.manifest import SourceManifest
 from schemas.summary import PartitionSummary
 from tasks.atomic import write_atomic
@@ -159,6 +159,8 @@ def build_evidence(summary: PartitionSummary, ctx: RunContext, finished_at: date
             "tables": _tables(summary, ctx.spec) if counted else [],
             "lake_snapshot": summary.lake_snapshot,
         },
+        "contract": {"model": ctx.spec.model.__name__, "fingerprint": ctx.spec.contract_fingerprint,
+                     "fields": describe_fields(ctx.spec), "schema_changes": summary.schema_changes},
         "downstream": downstream.model_dump(),
         "handoff": {"release_id": release, "trace_id": ctx.trace_id, "eval_run_id": None},
         "known_limitations": known_limitations(summary, ctx.lake_note) if counted else [],

@@ -185,6 +185,16 @@ def read_files(lake: Lake, dataset: str, day: date, record: dict[str, Any]) -> p
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+def conform_to_contract(spec: DatasetSpec, rows: pl.DataFrame) -> pl.DataFrame:
+    """A snapshot's rows as the code's contract has them: a field added since it was written is null,
+    a field removed is dropped, a kind changed is cast (null where a value does not fit)."""
+    if rows.height == 0 and rows.width == 0:
+        return rows
+    fields = [pl.col(f.name).cast(f.dtype, strict=False) if f.name in rows.columns
+              else pl.lit(None, dtype=f.dtype).alias(f.name) for f in spec.fields]
+    return rows.select(*fields, *[c for c in rows.columns if c.startswith("_")])
+
+
 # --- committing ----------------------------------------------------------------------------------
 
 def clean_leftovers(lake: Lake, dataset: str, day: date, keep: set[str]) -> list[str]:

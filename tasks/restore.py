@@ -22,7 +22,7 @@ from tasks import checks, ledger
 from tasks.commit import HEARTBEAT_S, Committed
 from tasks.database import reading
 from tasks.errors import InputError
-from tasks.lake import Lake, LakeError, check_files, is_snapshot_id, read_files, read_record
+from tasks.lake import Lake, LakeError, check_files, conform_to_contract, is_snapshot_id, read_files, read_record
 from tasks.lake_state import settle_lake
 from tasks.ledger import RunIdentity
 from tasks.locks import partition_lock
@@ -82,7 +82,7 @@ def lake_events(lake: Lake, spec: DatasetSpec, entities: set[str],
     frames = []
     wanted = pl.Series(sorted(entities), dtype=pl.String).implode()
     for day, record in sorted(records.items()):
-        rows = read_files(lake, spec.name, day, record)
+        rows = conform_to_contract(spec, read_files(lake, spec.name, day, record))
         if rows.height == 0:
             continue
         frames.append(rows.filter(pl.col(spec.entity_key).is_in(wanted))
@@ -134,7 +134,7 @@ def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIde
         committed = False
         try:
             with ledger.heartbeat(engine, who.run_id, heartbeat_s), engine.begin() as conn:
-                restored = read_files(lake, spec.name, day, record)
+                restored = conform_to_contract(spec, read_files(lake, spec.name, day, record))
                 entities = silver_from_partition(conn, spec, who.partition)
                 if restored.height:
                     entities |= set(restored[spec.entity_key].to_list())

@@ -147,13 +147,15 @@ def typed_events(spec: DatasetSpec, typed: pl.DataFrame) -> pl.DataFrame:
     return typed.with_columns(pl.Series("_content_hash", hashes, dtype=pl.String))
 
 
-def typed_from_payloads(spec: DatasetSpec, payloads: list[str]) -> pl.DataFrame:
-    """Typed fields of already-accepted raw payloads (bronze keeps the payload, silver needs the fields)."""
+def typed_from_payloads(spec: DatasetSpec, payloads: list[str], keep_errors: bool = False) -> pl.DataFrame:
+    """Typed fields of already-accepted raw payloads (bronze keeps the payload, silver needs the fields);
+    with `keep_errors`, what did not parse under the code's contract in `_type_errors`."""
     objects = [exact_decimals(spec, p, orjson.loads(p)) for p in payloads]
     columns, type_errors = columns_from_objects(spec, objects)
     frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
         pl.Series("_type_errors", type_errors, dtype=pl.String))
-    return parse_fields(spec, frame).drop("_type_errors")
+    typed = parse_fields(spec, frame)
+    return typed if keep_errors else typed.drop("_type_errors")
 
 
 def _quarantine_rows(frame: pl.DataFrame, spec: DatasetSpec, reason: QuarantineReason, detail: pl.Expr) -> pl.DataFrame:

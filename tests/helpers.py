@@ -11,7 +11,7 @@ from typing import Any, Callable
 from sqlalchemy import select
 
 from schemas.datasets import get_dataset
-from schemas.tables import BRONZE, SILVER, quarantine
+from schemas.tables import BRONZE, SILVER, quarantine, silver_table
 from tasks.commit import Committed, commit_partition
 from tasks.database import get_engine
 from tasks.delivery import DEFAULT_CHUNK_BYTES, Delivery
@@ -24,10 +24,10 @@ DAYS = [date(2026, 4, 14), date(2026, 4, 16), date(2026, 4, 17)]
 
 
 def identity(day: date, manifests: list, action: str = "run", partial: bool = False,
-             dataset: str = "tickets") -> RunIdentity:
+             dataset: str = "tickets", reason: str = "operator_request") -> RunIdentity:
     fingerprint = source_fingerprint(manifests)
     return RunIdentity(dataset, day, batch_id_for(dataset, day, fingerprint), "", fingerprint,
-                       tuple(m.manifest_id for m in manifests), action, "execute", "operator_request", "test", None,
+                       tuple(m.manifest_id for m in manifests), action, "execute", reason, "test", None,
                        partial=partial)
 
 
@@ -38,7 +38,8 @@ TEST_CHUNK_BYTES = int(os.environ.get("FACTORY_TEST_CHUNK_BYTES", DEFAULT_CHUNK_
 
 def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
            before_silver: Callable[[], None] | None = None, manifest_id: str | None = None,
-           lake: Lake | None = None, chunk_bytes: int | None = None, dataset: str = "tickets") -> Committed:
+           lake: Lake | None = None, chunk_bytes: int | None = None, dataset: str = "tickets",
+           reason: str = "operator_request") -> Committed:
     """Manifests -> read, validate and write chunk by chunk, checks, in one transaction; what the attempt
     did. With `manifest_id`, only that delivery (a replay); with `lake`, the snapshot too."""
     spec = get_dataset(dataset)
@@ -46,17 +47,19 @@ def commit(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
     delivery = Delivery(spec, manifests, manifest_dir, day, chunk_bytes or TEST_CHUNK_BYTES)
-    who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None, dataset=dataset)
+    who = identity(day, manifests, "replay" if manifest_id else "run", partial=manifest_id is not None, dataset=dataset,
+                   reason=reason)
     return commit_partition(get_engine(url), spec, delivery, who, dry_run=dry_run, force=force,
                             before_silver=before_silver, lake=lake)
 
 
 def ingest(url: str, manifest_dir: Path, day: date, force: bool = False, dry_run: bool = False,
            before_silver: Callable[[], None] | None = None, manifest_id: str | None = None,
-           chunk_bytes: int | None = None, dataset: str = "tickets") -> tuple[WriteResult, int]:
+           chunk_bytes: int | None = None, dataset: str = "tickets",
+           reason: str = "operator_request") -> tuple[WriteResult, int]:
     """`commit`, reduced to the write counts and the number of rejected records."""
     done = commit(url, manifest_dir, day, force, dry_run, before_silver, manifest_id, chunk_bytes=chunk_bytes,
-                  dataset=dataset)
+                  dataset=dataset, reason=reason)
     return done.result, done.rejected
 
 
@@ -80,9 +83,9 @@ def all_tables(url: str) -> dict[str, list[tuple]]:
 
 
 def silver_rows(url: str, dataset: str = "tickets") -> dict[str, dict[str, Any]]:
-    entity = get_dataset(dataset).entity_key
-    with get_engine(url).connect() as conn:
-        return {r._mapping[entity]: r._asdict() for r in conn.execute(select(SILVER[dataset]))}
+    spec = get_dataset(dataset)
+    with get_engine(url).connect() as conn:  # the table as the dataset's contract declares it now
+        return {r._mapping[spec.entity_key]: r._asdict() for r in conn.execute(select(silver_table(spec)))}
 
 
 def quarantine_rows(url: str, dataset: str | None = None) -> list[dict[str, Any]]:

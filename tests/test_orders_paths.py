@@ -123,6 +123,19 @@ def test_orders_through_the_commands_an_operator_runs(factory_env: str, sample_d
     ok("verify", *orders)
 
 
+@sqlite_only
+def test_verify_accepts_an_event_that_an_earlier_partition_took_over(factory_env: str, sample_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """2026-04-17 redelivers 04-16's OEV-0416-001 with other content; run 04-17 first and 04-16 takes the
+    bronze row over (the earliest delivery wins): 04-17's snapshot still lists its version, now a copy."""
+    env = {"FACTORY_DEFAULT_DATASET": "orders"}
+    for day in ("2026-04-17", "2026-04-16"):
+        assert cli(monkeypatch, capsys, sample_dir.parent, "run", "--partition", day, env=env)[0] == 0
+    code, out, _ = cli(monkeypatch, capsys, sample_dir.parent, "verify", "--dataset", "orders", env=env)
+    assert code == 0, out
+
+
 def test_with_several_datasets_a_command_names_one(sample_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
     monkeypatch.delenv("FACTORY_DEFAULT_DATASET", raising=False)
