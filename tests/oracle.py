@@ -251,9 +251,9 @@ def order_violations(obj: dict) -> list[str]:
             bad.append(name)
     if isinstance(obj.get("order_id"), str) and not ORDER.fullmatch(obj["order_id"]):
         bad.append("order_id")
-    if obj.get("currency") not in CURRENCIES:
+    if not isinstance(obj.get("currency"), str) or obj["currency"] not in CURRENCIES:
         bad.append("currency")
-    if obj.get("status") not in ORDER_STATUSES:
+    if not isinstance(obj.get("status"), str) or obj["status"] not in ORDER_STATUSES:
         bad.append("status")
     amount = amount_of(obj.get("amount"))
     if amount is None or amount < 0:
