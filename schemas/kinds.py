@@ -41,6 +41,7 @@ DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 JSON_OBJECT_KIND = "json_object"  # a `str` field's metadata marks it a JSON object
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%S.%6fZ"
+_ESCAPED_NUL = r"(?:^|[^\\])(?:\\\\)*\\u0000"  # \u0000 in JSON text, not an escaped backslash before it
 
 _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 _JSON_INTEGER = r"-?(?:0|[1-9][0-9]*)"
@@ -118,6 +119,29 @@ class Kind:
     to_raw: Callable[[Any], Any] = lambda value: value  # an accepted Python value as the reader's column holds it
     from_cell: Callable[[str], Any] = lambda cell: cell  # a CSV cell as the wire value it spells
     parse_error: str = ""  # a raw value that does not parse: "<field>: <this>"
+    number_text: bool = False  # the value is a JSON number's text as written (read from the line, not a float)
+    orderable: bool = False  # may order events (SQL compares it as the value orders)
+
+    def empty_cell(self, nullable: bool) -> Any:
+        """An empty CSV cell: null where the contract allows it; '' for a required string, [] for a list."""
+        if nullable:
+            return None
+        return {FieldKind.STRING: "", FieldKind.STRING_LIST: []}.get(self.kind)
+
+    def rule_errors(self, name: str, raw: pl.Expr) -> list[pl.Expr]:
+        """What every value of the kind must be, whatever the model says: text without NUL (no database
+        text holds it), lists without nulls. Each expression is the record's error, or null."""
+        if self.kind is FieldKind.STRING:
+            return [pl.when(raw.str.contains("\x00", literal=True)).then(pl.lit(f"{name}: no_nul_characters"))]
+        if self.kind is FieldKind.STRING_LIST:
+            return [
+                pl.when(raw.list.eval(pl.element().str.contains("\x00", literal=True)).list.any())
+                .then(pl.lit(f"{name}: no_nul_characters")),
+                pl.when(raw.list.eval(pl.element().is_null()).list.any()).then(pl.lit(f"{name}: no_null_items")),
+            ]
+        if self.kind is FieldKind.JSON_OBJECT:
+            return [pl.when(raw.str.contains(_ESCAPED_NUL)).then(pl.lit(f"{name}: no_nul_characters"))]
+        return []
 
     def parse(self, raw: pl.Expr, typed: pl.DataType) -> pl.Expr:
         """Raw column -> typed column; null where the raw value is no valid value of the kind."""
@@ -238,21 +262,22 @@ _SQL_TYPES: dict[FieldKind, TypeEngine[Any]] = {
 _STRING_OR_NULL = rf"(?:{_JSON_STRING}|null)"
 
 KINDS: dict[FieldKind, Kind] = {k.kind: k for k in (
-    Kind(FieldKind.STRING, "string", pl.String(), _STRING_OR_NULL, lambda v: type(v) is str),
+    Kind(FieldKind.STRING, "string", pl.String(), _STRING_OR_NULL, lambda v: type(v) is str, orderable=True),
     Kind(FieldKind.INTEGER, "integer", pl.Int64(), rf"(?:{_JSON_INTEGER}|null)", _is_int64,
-         from_cell=_cell_number(_JSON_INTEGER, int), parse_error="not a 64-bit integer"),
+         from_cell=_cell_number(_JSON_INTEGER, int), parse_error="not a 64-bit integer", orderable=True),
     Kind(FieldKind.DECIMAL, "decimal", pl.String(), rf"(?:{_JSON_DECIMAL_NUMBER}|{_JSON_STRING}|null)",
          lambda v: type(v) in (int, str, _DecimalLiteral, Decimal),
-         to_raw=lambda v: str(v), parse_error="not a plain decimal that fits the declared precision and scale"),
+         to_raw=lambda v: str(v), parse_error="not a plain decimal that fits the declared precision and scale",
+         number_text=True),
     Kind(FieldKind.FLOAT, "number", pl.Float64(), rf"(?:{_JSON_NUMBER}|null)",
          lambda v: type(v) in (int, float, _DecimalLiteral, Decimal), to_raw=float,
          from_cell=_cell_number(_JSON_NUMBER, float)),
     Kind(FieldKind.BOOLEAN, "boolean", pl.Boolean(), r"(?:true|false|null)", lambda v: type(v) is bool,
          from_cell=lambda cell: {"true": True, "false": False}.get(cell, cell)),
     Kind(FieldKind.DATE, "date", pl.String(), _STRING_OR_NULL, lambda v: type(v) is str,
-         parse_error="not a date (YYYY-MM-DD)"),
+         parse_error="not a date (YYYY-MM-DD)", orderable=True),
     Kind(FieldKind.TIMESTAMP, "timestamp", pl.String(), _STRING_OR_NULL, lambda v: type(v) is str,
-         parse_error="not an ISO-8601 UTC timestamp"),
+         parse_error="not an ISO-8601 UTC timestamp", orderable=True),
     Kind(FieldKind.STRING_LIST, "list of strings", pl.List(pl.String()),
          rf"(?:null|\[\s*(?:{_STRING_OR_NULL}\s*(?:,\s*{_STRING_OR_NULL}\s*)*)?\])", _is_string_list,
          from_cell=lambda cell: _cell_json(cell) if cell else []),

@@ -136,7 +136,7 @@ def columns_from_objects(spec: DatasetSpec, objects: list[dict[str, Any]]) -> tu
 
 def exact_decimals(spec: DatasetSpec, text: str, obj: dict[str, Any]) -> dict[str, Any]:
     """The object with its decimal fields' numbers as their exact text (orjson reads them as floats)."""
-    decimals = [f.name for f in spec.fields if f.kind is FieldKind.DECIMAL and type(obj.get(f.name)) is float]
+    decimals = [f.name for f in spec.fields if f.rules.number_text and type(obj.get(f.name)) is float]
     if not decimals:
         return obj
     exact = json.loads(text, parse_float=decimal_literal_parser)
@@ -205,7 +205,7 @@ def _suspect(spec: DatasetSpec) -> pl.Expr:
             # the value's end is part of the match: `1.5e2` must not pass as the decimal `1.5`
             whole_value = rf"{key}\s*{f.rules.wire_value}\s*[,}}]"
             flags.append(line.str.count_matches(key) != line.str.count_matches(whole_value))
-        if f.kind is FieldKind.DECIMAL:  # its text is taken from the line: the key must be there once at most
+        if f.rules.number_text:  # its text is taken from the line: the key must be there once at most
             flags.append(line.str.count_matches(key) > 1)
     return pl.any_horizontal(flags).fill_null(True)
 
@@ -215,7 +215,7 @@ def _decimal_texts(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
     line = pl.col("_raw_payload")
     exprs = []
     for f in spec.fields:
-        if f.kind is FieldKind.DECIMAL:
+        if f.rules.number_text:
             number = line.str.extract(rf'"{_literal(f.name)}"\s*:\s*(-?[0-9][0-9.]*)(?:\s*[,}}])', 1)
             exprs.append(pl.coalesce(number, pl.col(f.name)).alias(f.name))
     return frame.with_columns(exprs) if exprs else frame
@@ -490,8 +490,8 @@ def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[Parsed]:
             field = kinds.get(name)
             if field is None:
                 obj[name] = cell
-            elif cell == "" and (field.nullable or field.kind is not FieldKind.STRING):
-                obj[name] = None if field.nullable or field.kind is not FieldKind.STRING_LIST else []
+            elif cell == "":
+                obj[name] = field.rules.empty_cell(field.nullable)
             else:
                 obj[name] = field.rules.from_cell(cell)
         yield line_number, json.dumps(obj), obj

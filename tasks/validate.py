@@ -13,7 +13,7 @@ import polars as pl
 from pandera.config import ValidationDepth, config_context
 
 from schemas.datasets import DatasetSpec
-from schemas.kinds import CANONICAL_TS, FieldKind
+from schemas.kinds import CANONICAL_TS
 from schemas.reason_codes import QuarantineReason
 from tasks.dedup import take
 from tasks.errors import ContractDefinitionError, printable
@@ -58,26 +58,6 @@ def _validate(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
                                 "failure_case": pl.String})
 
 
-# NUL is valid JSON (\u0000) but no text a database column can hold: a value holding one is a violation
-_TEXT_KINDS = (FieldKind.STRING, FieldKind.STRING_LIST, FieldKind.JSON_OBJECT)
-_ESCAPED_NUL = r"(?:^|[^\\])(?:\\\\)*\\u0000"  # \u0000 in JSON text, not an escaped backslash before it
-
-
-def _factory_rule_errors(name: str, kind: FieldKind, raw: pl.Expr) -> list[pl.Expr]:
-    """What every field of a kind must be, whatever the model says: text without NUL, lists without null."""
-    if kind is FieldKind.STRING:
-        return [pl.when(raw.str.contains("\x00", literal=True)).then(pl.lit(f"{name}: no_nul_characters"))]
-    if kind is FieldKind.STRING_LIST:
-        return [
-            pl.when(raw.list.eval(pl.element().str.contains("\x00", literal=True)).list.any())
-            .then(pl.lit(f"{name}: no_nul_characters")),
-            pl.when(raw.list.eval(pl.element().is_null()).list.any()).then(pl.lit(f"{name}: no_null_items")),
-        ]
-    if kind is FieldKind.JSON_OBJECT:
-        return [pl.when(raw.str.contains(_ESCAPED_NUL)).then(pl.lit(f"{name}: no_nul_characters"))]
-    return []
-
-
 def parse_fields(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
     """Raw columns (as delivered) -> the model's typed columns (schemas/kinds.py). A value that is no
     valid value of its kind, or breaks a factory rule, becomes null and a type error of its record."""
@@ -86,12 +66,12 @@ def parse_fields(spec: DatasetSpec, records: pl.DataFrame) -> pl.DataFrame:
     for f in spec.fields:
         raw = pl.col(f.name)
         parsed = f.rules.parse(raw, f.dtype)
-        broken = _factory_rule_errors(f.name, f.kind, raw)
+        broken = f.rules.rule_errors(f.name, raw)
+        if broken:  # a value breaking a rule of its kind is no value
+            parsed = pl.when(pl.any_horizontal([b.is_not_null() for b in broken]).not_()).then(parsed)
         if message := f.rules.parse_message(f.dtype):
             broken.append(pl.when(raw.is_not_null() & parsed.is_null()).then(pl.lit(f"{f.name}: {message}")))
         errors += broken
-        if broken and f.kind in _TEXT_KINDS:
-            parsed = pl.when(pl.any_horizontal([b.is_not_null() for b in broken]).not_()).then(parsed)
         typed.append(parsed.cast(f.dtype).alias(f.name))
     type_errors = pl.concat_str([pl.col("_type_errors"), *errors], separator="; ", ignore_nulls=True)
     return records.with_columns(*typed, pl.when(type_errors != "").then(type_errors).alias("_type_errors"))

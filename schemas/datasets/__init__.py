@@ -27,9 +27,6 @@ from schemas.kinds import KINDS, FieldKind, Kind, kind_of
 
 __all__ = ["DATASETS", "DatasetSpec", "FieldKind", "FieldSpec", "SyntheticData", "UnknownDatasetError", "get_dataset"]
 
-# what may order events (newer wins): kinds whose SQL comparison is the value's own order
-ORDERABLE = (FieldKind.STRING, FieldKind.INTEGER, FieldKind.DATE, FieldKind.TIMESTAMP)
-
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -97,7 +94,7 @@ class DatasetSpec:
         for key in (self.event_key, self.entity_key):
             if self.field(key).kind is not FieldKind.STRING or self.field(key).nullable:
                 raise DatasetDefinitionError(f"dataset {self.name}: key {key!r} must be a required `str` field")
-        if self.field(self.ordering_column).kind not in ORDERABLE or self.field(self.ordering_column).nullable:
+        if not self.field(self.ordering_column).rules.orderable or self.field(self.ordering_column).nullable:
             raise DatasetDefinitionError(f"dataset {self.name}: ordering column {self.ordering_column!r} must be a "
                                          "required string, integer, date or timestamp")
         if self.field(self.partition_column).kind is not FieldKind.TIMESTAMP:
