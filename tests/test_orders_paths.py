@@ -92,17 +92,18 @@ def test_every_field_kind_round_trips_wire_bronze_silver_lake_and_restore(factor
     assert _silver(factory_env) == EXPECTED
 
 
-@sqlite_only
 def test_orders_through_the_commands_an_operator_runs(factory_env: str, sample_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture) -> None:
-    """run (dry-run, execute), backfill, replay, checks, evidence, lake snapshots, restore, status, health and
-    verify, on orders, as the CLI runs them."""
+    """run (dry-run, execute), backfill, replay, checks, evidence, lake snapshots, restore, status, verify
+    and health, on orders, as the CLI runs them, on both warehouses."""
     workspace = sample_dir.parent
     orders = ("--dataset", "orders")
 
+    env = {"FACTORY_DEFAULT_DATASET": "orders", "FACTORY_DATABASE_URL": factory_env}
+
     def ok(*args: str) -> str:
-        code, out, err = cli(monkeypatch, capsys, workspace, *args, env={"FACTORY_DEFAULT_DATASET": "orders"})
+        code, out, err = cli(monkeypatch, capsys, workspace, *args, env=env)
         assert code == 0, (args, out, err)
         return out
 
@@ -121,6 +122,9 @@ def test_orders_through_the_commands_an_operator_runs(factory_env: str, sample_d
     assert {p["partition"]: p["status"] for p in status["partitions"] if p["partition"] >= "2026-04-14"} == {
         "2026-04-14": "succeeded", "2026-04-15": "no_input", "2026-04-16": "succeeded", "2026-04-17": "succeeded"}
     ok("verify", *orders)
+    code, out, _ = cli(monkeypatch, capsys, workspace, "health", "--json", env=env)  # tickets never ran here
+    health = json.loads(out)
+    assert (code, health["datasets"]["orders"]["findings"]) == (1, 0)
 
 
 @sqlite_only

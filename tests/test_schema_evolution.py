@@ -218,3 +218,20 @@ def test_reserved_words_and_mixed_case_field_names_work(warehouse_url: str, tmp_
     rows = silver_rows(warehouse_url, "awkward")
     assert {k: (v["last_event_id"], v["group"], v["select"], v["from"], v["User Name"]) for k, v in rows.items()} == {
         "X": ("a2", 2, None, "there", None)}
+
+
+def test_the_documented_backfill_fills_old_rows_through_the_cli(warehouse_url: str, orders_delivered: Path,
+                                                                prefect_harness: None,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """README, *Change a dataset*: `schema status`, then `backfill --all --reason schema_change`."""
+    _use(monkeypatch, _with_coupon(nullable=True))
+    env = {"FACTORY_DATABASE_URL": warehouse_url, "FACTORY_MANIFEST_DIR": str(orders_delivered)}
+    workspace = orders_delivered.parent
+    code, out, _ = cli(monkeypatch, capsys, workspace, "schema", "status", "--dataset", "orders", env=env)
+    assert (code, out.splitlines()[1:]) == (0, ["  'coupon' added (string null): additive, the next run applies it"])
+    code, out, err = cli(monkeypatch, capsys, workspace, "backfill", "--dataset", "orders", "--start", "2026-04-14",
+                         "--end", "2026-04-14", "--mode", "execute", "--all", "--reason", "schema_change", env=env)
+    assert code == 0, out + err
+    assert _coupons(warehouse_url) == {"ORD-000001": "SPRING", "ORD-000002": "SUMMER"}
+    assert _changes(warehouse_url) == [("coupon", "added", "string null")]
