@@ -61,9 +61,11 @@ def _on_the_pool(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """Fan out: the partition runs as a flow run of `deployment` on its work pool; we wait for its end.
     Its outcome is what its attempt recorded in the ledger, not words in the state's message: a run
     that never reached the ledger (a lock timeout, a crash) failed."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(name=deployment, parameters=parameters, timeout=None, as_subflow=True)
+    flow_run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here: a flow run, not a coroutine
+        name=deployment, parameters=parameters, timeout=None, as_subflow=True)
     state = flow_run.state
     settings = load_settings()
     with reading(get_engine(settings.database_url)) as conn:

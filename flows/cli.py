@@ -737,7 +737,7 @@ DATASET_HELP = "a registered dataset (default: FACTORY_DEFAULT_DATASET, or the o
 def build_parser() -> argparse.ArgumentParser:
     from schemas.reason_codes import Action, ActionReason
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs")
 
@@ -944,8 +944,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tasks.database import safe_url
 
         where = safe_url(load_settings().database_url)
-        first = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
-        return say(f"{where}: FACTORY_DATABASE_URL: the warehouse failed: {first}", EXIT_FAILED)
+        failure = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+        return say(f"{where}: FACTORY_DATABASE_URL: the warehouse failed: {failure}", EXIT_FAILED)
     except KeyboardInterrupt:
         return say("interrupted; the partition's attempt was recorded as failed", 130)
     except Exception as exc:  # a bug: still one line for the user; -v shows the traceback

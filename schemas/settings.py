@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,7 +56,8 @@ class FactorySettings(BaseSettings):
 def load_settings(**overrides: object) -> FactorySettings:
     """Settings from the environment, with explicit overrides (tests, CLI flags) winning."""
     try:
-        return FactorySettings(**{k: v for k, v in overrides.items() if v is not None})
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return FactorySettings(**given)
     except UnicodeDecodeError as exc:
         raise SettingsFileError(f".env: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
                                 f"{exc.start})") from None

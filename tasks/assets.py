@@ -68,7 +68,8 @@ def source_assets(manifests: list[SourceManifest]) -> list[Asset]:
 def as_materialization(task: Task, assets: dict[str, Asset], sources: list[Asset]) -> MaterializingTask:
     """The same task (options included), declared as materializing the tables from the sources."""
     return MaterializingTask(
-        fn=task.fn, assets=list(assets.values()), asset_deps=sources, name=task.name, retries=task.retries,
+        fn=task.fn, assets=list(assets.values()), asset_deps=list[Asset | str](sources), name=task.name,
+        retries=task.retries,
         retry_delay_seconds=task.retry_delay_seconds, retry_jitter_factor=task.retry_jitter_factor,
         retry_condition_fn=task.retry_condition_fn, cache_policy=task.cache_policy,
         task_run_name=task.task_run_name,

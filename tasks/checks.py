@@ -70,14 +70,14 @@ def inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
     last = spec.silver_name(key)
     bronze = f'SELECT 1 FROM {spec.bronze_table} b WHERE b."{entity}" = e.event_id'
     with probing_by_index(conn):
-        return conn.exec_driver_sql(
+        return list(conn.exec_driver_sql(
             f"SELECT e.event_id FROM {ENTITY_STAGE} e "
             f'LEFT JOIN {spec.silver_table} f ON f."{entity}" = e.event_id '
             f'WHERE CASE WHEN f."{entity}" IS NULL THEN EXISTS ({bronze}) '
             f'ELSE NOT EXISTS ({bronze} AND b."{order}" = f."{order}" AND b."{key}" = f."{last}") '
             f'OR EXISTS ({bronze} AND (b."{order}", b."{key}") > (f."{order}", f."{last}")) '
             "END ORDER BY e.event_id"
-        ).scalars().all()
+        ).scalars().all())
 
 
 def _previous_output(conn: Connection, who: RunIdentity) -> tuple[str, int] | None:

@@ -139,7 +139,7 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
                      schema_changes=changes)
 
 
-def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str]:
+def _holder(engine: Engine, who: RunIdentity) -> Callable[[], str | None]:
     return lambda: ledger.describe_holder(engine, who.dataset, who.partition)
 
 

@@ -157,6 +157,7 @@ def writing_briefly(engine: Engine, wait_s: float = 2.0) -> Iterator[Connection]
     for bookkeeping a later call can redo (verdicts), never for a partition's data."""
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
+        assert raw is not None
         if not is_postgres(engine):
             raw.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,7 +42,7 @@ class Delivery:
         self.stages.update(read=0.0, validate=0.0)
         return self._read_ahead() if self.read_ahead else self._chunks()
 
-    def _chunks(self) -> Iterator[ValidatedBatch]:
+    def _chunks(self) -> Generator[ValidatedBatch, None, None]:
         with asset_files(self.manifests, self.root) as paths:
             check_fetched_unchanged(self.manifests, paths)
             # chunks must follow delivery order: an event's first record in the run is its earliest delivery

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from pathlib import Path
 
@@ -96,8 +96,8 @@ def find_problems(engine: Engine, dataset: str, declared: set[date], limits: Hea
                 select(ingest_run.c.batch_id, ingest_run.c.partition_key, func.max(ingest_run.c.attempt))
                 .where(and_(ingest_run.c.dataset == dataset, ingest_run.c.partition_key.between(first, last)))
                 .group_by(ingest_run.c.batch_id, ingest_run.c.partition_key)):
-            if attempts > limits.max_attempts:
-                findings.append(Finding("retry_storm", dataset, partition,
+            if cast(int, attempts) > limits.max_attempts:
+                findings.append(Finding("retry_storm", dataset, str(partition),
                                         f"batch {batch_id}: {attempts} attempts (more than {limits.max_attempts})"))
         ratios = {r.partition_key: r.observed for r in conn.execute(
             select(check_result.c.partition_key, check_result.c.observed)

@@ -101,7 +101,7 @@ def snapshot_listing(engine: Engine, lake: Lake, dataset: str, day: date) -> lis
     listing = []
     for row in records:
         entry: dict[str, Any] = {"snapshot_id": row.snapshot_id, "current": row.snapshot_id == current,
-                                 "marker": bool(marker) and marker.get("snapshot_id") == row.snapshot_id,
+                                 "marker": marker is not None and marker.get("snapshot_id") == row.snapshot_id,
                                  "rows": row.rows, "files": row.files, "committed_at": row.committed_at.isoformat(),
                                  "run_id": row.run_id, "problem": None}
         try:

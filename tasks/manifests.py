@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import date, timezone
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable, cast
 
 import jsonschema
 from pydantic import ValidationError
@@ -335,7 +335,7 @@ def _digest_and_count(manifest: SourceManifest, index: int, path: Path) -> tuple
         return digest, count
     hashing, records = hashlib.sha256(), 0
     with _asset_errors(manifest, index), open_regular_file(path) as handle, _reading(path):
-        for _, block in jsonl_blocks(_Hashing(handle, hashing)):
+        for _, block in jsonl_blocks(cast(BinaryIO, _Hashing(handle, hashing))):
             records += count_jsonl_lines(block)
     digest_cache.remember(key, hashing.hexdigest(), records)
     return hashing.hexdigest(), lambda: records

@@ -15,7 +15,7 @@ class Merging(Generic[Part]):
     partition of many chunks costs no more than one of few."""
 
     def __init__(self, fold: Callable[[list[Part]], Part]) -> None:
-        self._fold = fold
+        self._fold: Callable[[list[Part]], Part] = fold
         self._merged: Part | None = None
         self._pending: list[Part] = []
 

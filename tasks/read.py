@@ -37,7 +37,7 @@ CHUNK_ROWS = 100_000  # bounds the Python objects alive at once on large deliver
 BULK_BLOCK_LINES = 16_384  # Polars decodes this many lines at once; a block it refuses is bisected
 BOM = b"\xef\xbb\xbf"
 
-LINEAGE_SCHEMA = {
+LINEAGE_SCHEMA: dict[str, Any] = {
     "_manifest_id": pl.String,
     "_source_uri": pl.String,
     "_line_number": pl.Int64,
@@ -45,7 +45,7 @@ LINEAGE_SCHEMA = {
     "_delivery_key": pl.String,
     "_type_errors": pl.String,
 }
-QUARANTINE_SCHEMA = {
+QUARANTINE_SCHEMA: dict[str, Any] = {
     "manifest_id": pl.String,
     "source_uri": pl.String,
     "line_number": pl.Int64,
@@ -593,7 +593,9 @@ def _frames_from_rows(spec: DatasetSpec, manifest: SourceManifest, asset_index: 
         frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
             pl.Series("_raw_payload", chunk_text, dtype=pl.String))
         frames.append(_with_lineage(frame, manifest, asset_index, chunk_lines, type_errors))
-        chunk_lines.clear(), chunk_text.clear(), chunk_objects.clear()
+        chunk_lines.clear()
+        chunk_text.clear()
+        chunk_objects.clear()
 
     for line_number, text, parsed in rows:
         if isinstance(parsed, str):

@@ -78,7 +78,8 @@ def dataset_section(engine: Engine, report_dir: Path, dataset: str, declared: se
     lines += [f"Partitions {rows[0]['partition']} to {rows[-1]['partition']}: "
               + ", ".join(f"{LEGEND[s].split(' (')[0]} {n}" for s, n in counts.items()) + ".", ""]
     lines += ["```", *calendar_strip(rows), "```", ""]
-    table, held, untrusted, totals = [], [], [], Counter()
+    table, held, untrusted = [], [], []
+    totals: Counter[str] = Counter()
     for row in rows:
         found = latest_evidence(report_dir, dataset, row["partition"], row["run_id"]) if row["status"] != "no_input" else None
         path, evidence = found if found else (None, None)

@@ -164,7 +164,7 @@ def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIde
                 ledger.fail_run(engine, who, f"{type(exc).__name__}: {exc}")
             raise
         note = settle_lake(engine, lake, spec.name, day)
-    return Committed(WriteResult(silver_updated=in_snapshot), restored.head(0), who, attempt, counts, outcomes,
+    return Committed(WriteResult(silver_updated=in_snapshot), 0, who, attempt, counts, outcomes,
                      record, lake_note=note)
 
 

@@ -299,8 +299,8 @@ def rehash(conn: Connection, spec: DatasetSpec, now: datetime) -> None:
                               f"WHERE {q(key)} IN (SELECT {q(key)} FROM _stg_rehash)"))
             last = batch[-1].k
     conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_rehash")
-    copies = conn.execute(text("SELECT DISTINCT event_id FROM redelivery WHERE dataset = :d"),
-                          {"d": spec.name}).scalars().all()
+    copies: list[str] = list(conn.execute(text("SELECT DISTINCT event_id FROM redelivery WHERE dataset = :d"),
+                          {"d": spec.name}).scalars().all())
     stage(conn, "_stg_conflicts", "redelivery", pl.DataFrame({"event_id": copies}, schema={"event_id": pl.String}))
     derive_conflicts(conn, spec, "_stg_conflicts", now)
     conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_conflicts")
@@ -325,8 +325,8 @@ def _entity_chunks(conn: Connection, spec: DatasetSpec):  # type: ignore[no-unty
     last = None
     while True:
         after = "" if last is None else f"WHERE {entity} > :last "
-        keys = conn.execute(text(f"SELECT DISTINCT {entity} FROM {q(spec.bronze_table)} {after}ORDER BY {entity} "
-                                 f"LIMIT {REBUILD_CHUNK}"), {"last": last}).scalars().all()
+        keys: list[str] = list(conn.execute(text(f"SELECT DISTINCT {entity} FROM {q(spec.bronze_table)} {after}ORDER BY {entity} "
+                                 f"LIMIT {REBUILD_CHUNK}"), {"last": last}).scalars().all())
         if not keys:
             return
         yield list(keys)

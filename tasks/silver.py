@@ -153,7 +153,7 @@ def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
         f'FROM _stg_silver s LEFT JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
     ).one()
     return dict(zip(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"),
-                    map(int, row)))
+                    [int(value) for value in row]))
 
 
 def upsert_silver(conn: Connection, spec: DatasetSpec, staged: str = "_stg_silver") -> None:

@@ -26,6 +26,9 @@ from tasks.errors import InputError, StorageError, TransientError
 PARTIAL_SUFFIX = ".partial"  # an atomic write in progress; a leftover of a killed one when no writer holds it
 
 
+
+Keys = list[str]  # object keys; an alias, since the storages' own `list` method shadows the builtin
+
 class MissingObject(StorageError):
     """The key names nothing in the store."""
 
@@ -44,14 +47,15 @@ def _local_failure(path: Path, action: str, exc: OSError) -> StorageError:
 
 
 class Storage(Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int | None: ...
-    def list(self, prefix: str, partial: bool = False) -> list[str]: ...
-    def delete(self, keys: list[str]) -> None: ...
+    def list(self, prefix: str, partial: bool = False) -> Keys: ...
+    def delete(self, keys: Keys) -> None: ...
     def move(self, source_prefix: str, target_prefix: str) -> None: ...
     def prune(self, prefix: str) -> None: ...
     def check(self) -> None: ...
@@ -105,7 +109,7 @@ class LocalStorage:
         except OSError:
             return None
 
-    def list(self, prefix: str, partial: bool = False) -> list[str]:
+    def list(self, prefix: str, partial: bool = False) -> Keys:
         """Keys under `prefix`; with `partial`, also the unfinished writes (to clean up after a killed one)."""
         base = self._path(prefix)
         if not base.is_dir():
@@ -113,7 +117,7 @@ class LocalStorage:
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
                       if p.is_file() and (partial or not p.name.endswith(PARTIAL_SUFFIX)))
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: Keys) -> None:
         try:
             for key in keys:
                 self._path(key).unlink(missing_ok=True)
@@ -226,9 +230,9 @@ class S3Storage:
         except MissingObject:
             return None
 
-    def list(self, prefix: str, partial: bool = False) -> list[str]:
+    def list(self, prefix: str, partial: bool = False) -> Keys:
         """Keys under `prefix` (an S3 PUT is atomic: there are no unfinished writes to list)."""
-        keys: list[str] = []
+        keys: Keys = []
         inner = prefix.strip("/")
         start = f"{self._key(inner)}/" if inner else (f"{self.folder}/" if self.folder else "")
         token: dict[str, str] = {}
@@ -241,7 +245,7 @@ class S3Storage:
         strip = len(self.folder) + 1 if self.folder else 0
         return sorted(k[strip:] for k in keys)
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: Keys) -> None:
         for offset in range(0, len(keys), 1000):
             chunk = keys[offset:offset + 1000]
             self._call("delete_objects", Delete={"Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True})
@@ -265,7 +269,7 @@ def s3_bucket(url: str, block: str | None = None, endpoint_url: str | None = Non
 
     parsed = urlparse(url)
     if block:
-        bucket = S3Bucket.load(block)
+        bucket: Any = S3Bucket.load(block)
         return bucket.model_copy(update={"bucket_folder": "/".join(
             p for p in (bucket.bucket_folder.strip("/"), parsed.path.strip("/")) if p)})
     params = AwsClientParameters(endpoint_url=endpoint_url) if endpoint_url else AwsClientParameters()

@@ -175,7 +175,7 @@ def validate_batch(spec: DatasetSpec, raw: RawBatch, partition_key: date) -> Val
                          pl.concat_str([pl.lit(f"{spec.partition_column}: "),
                                         pl.col(spec.partition_column).dt.strftime(CANONICAL_TS),
                                         pl.lit(" is at or after the window end " + window_end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))])),
-    ]).cast(QUARANTINE_SCHEMA).sort("source_uri", "line_number")
+    ]).cast(pl.Schema(QUARANTINE_SCHEMA)).sort("source_uri", "line_number")
     return ValidatedBatch(
         events=events,
         quarantine=quarantine,

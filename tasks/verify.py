@@ -107,7 +107,7 @@ def _check_quarantine(conn: Connection, found: _Findings, spec: DatasetSpec, sta
     held = conn.execute(select(func.count()).select_from(quarantine).where(and_(
         quarantine.c.dataset == spec.name, quarantine.c.partition_key == state.partition_key,
         quarantine.c.reason_code != conflicting))).scalar_one()
-    conflicts = conn.execute(text(
+    conflicts: int = conn.execute(text(
         f'SELECT COUNT(*) FROM redelivery r JOIN {spec.bronze_table} b ON b."{spec.event_key}" = r.event_id '
         "WHERE r.dataset = :dataset AND r.partition_key = :partition AND r.content_hash <> b._content_hash"),
         {"dataset": spec.name, "partition": state.partition_key}).scalar_one()
@@ -207,15 +207,15 @@ def _check_warehouse(conn: Connection, found: _Findings, lake: Lake, spec: Datas
         pl.col(key), pl.col("_content_hash")).unique(subset=[key]))
     if is_postgres(conn.engine):
         conn.exec_driver_sql("ANALYZE _stg_verify")
-    missing = conn.exec_driver_sql(
+    missing: list[str] = list(conn.exec_driver_sql(
         f'SELECT s."{key}" FROM _stg_verify s LEFT JOIN {spec.bronze_table} b ON b."{key}" = s."{key}" '
-        f'WHERE b."{key}" IS NULL ORDER BY s."{key}"').scalars().all()
+        f'WHERE b."{key}" IS NULL ORDER BY s."{key}"').scalars().all())
     # an event another partition delivered earlier took over later (processed out of order): bronze
     # holds that delivery now and this snapshot's version is a copy; only this partition's rows must match
-    changed = conn.execute(text(
+    changed: list[str] = list(conn.execute(text(
         f'SELECT s."{key}" FROM _stg_verify s JOIN {spec.bronze_table} b ON b."{key}" = s."{key}" '
         f'WHERE b._content_hash <> s._content_hash AND b._partition_key = :day ORDER BY s."{key}"'),
-        {"day": day.isoformat()}).scalars().all()
+        {"day": day.isoformat()}).scalars().all())
     conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_verify")
     total = events[key].n_unique()
     if missing:
@@ -296,7 +296,8 @@ def committed_days(engine: Engine, dataset: str, start: date | None, end: date |
             query = query.where(partition_state.c.partition_key >= start.isoformat())
         if end is not None:
             query = query.where(partition_state.c.partition_key <= end.isoformat())
-        return [date.fromisoformat(p) for p in sorted(conn.execute(query).scalars())]
+        days: list[str] = sorted(conn.execute(query).scalars())
+        return [date.fromisoformat(p) for p in days]
 
 
 def record_verdict(engine: Engine, dataset: str, partition: str, findings: list[Finding]) -> None:

@@ -208,7 +208,7 @@ class Tally:
         self.rejected_by_reason.update(batch.invalid_by_reason)
         if batch.events.height:
             newest = batch.events[spec.ordering_column].max()
-            self.newest_event = newest if self.newest_event is None else max(self.newest_event, newest)  # type: ignore[type-var]
+            self.newest_event = newest if self.newest_event is None else max(self.newest_event, newest)  # type: ignore[type-var, assignment]
             self._entities.add(batch.events[spec.entity_key].unique())
 
     @property
