@@ -23,12 +23,14 @@ DAY = date(2026, 4, 17)
 DATAFACTORY = str(Path(sys.executable).with_name("datafactory"))
 
 
-def realistic_partition(manifest_dir: Path, events: int, defect_every: int, day: date = DAY) -> Path:
-    """One day of `events` synthetic ticket events (tickets = events / 4) with realistic defects, as one
-    JSONL asset and its manifest; returns the asset."""
+def realistic_partition(manifest_dir: Path, events: int, defect_every: int, day: date = DAY,
+                        dataset: str = "tickets") -> Path:
+    """One day of `events` synthetic events of a dataset (entities = events / 4) with realistic defects, as
+    one JSONL asset and its manifest; returns the asset."""
     source = manifest_dir / "sources" / f"{day}.jsonl"
-    write_lines(source, realistic_lines(day, events, max(1, events // 4), seed=1, defect_every=defect_every))
-    write_manifest(manifest_dir, f"bench-{day}", "tickets", day,
+    write_lines(source, realistic_lines(day, events, max(1, events // 4), seed=1, defect_every=defect_every,
+                                        dataset=dataset))
+    write_manifest(manifest_dir, f"bench-{day}", dataset, day,
                    datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc).replace(hour=23), [source])
     return source
 
@@ -86,6 +88,8 @@ def factory_env(workspace: Path, database_url: str, manifest_dir: Path, **extra:
     (so Prefect's ephemeral server, as on a fresh machine) unless `extra` sets one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "PREFECT_API_URL"))}
     env.update(FACTORY_DATABASE_URL=database_url, FACTORY_MANIFEST_DIR=str(manifest_dir),
+               # the benchmarks' deliveries are of one dataset: tickets, unless the bench was told otherwise
+               FACTORY_DEFAULT_DATASET=os.environ.get("FACTORY_DEFAULT_DATASET", "tickets"),
                FACTORY_LAKE_URL=str(workspace / "lake"), FACTORY_REPORT_DIR=str(workspace / "reports"),
                PREFECT_HOME=str(workspace / "prefect-home"), **extra)
     return env

@@ -1,6 +1,6 @@
 """Benchmark: a realistic delivery through the library and through `datafactory run`, beside the COPY limit.
 
-    python bench/ingest.py [--events 1000000] [--defect-every 10000] [--skip-cli] [--skip-limit]
+    python bench/ingest.py [--events 1000000] [--defect-every 10000] [--skip-cli] [--skip-limit] [--dataset orders]
 
 Generates N events as one JSONL partition with realistic defects (tasks/generate.py: per 10,000 lines a
 malformed line, a contract violation, a future event, a duplicate, a conflicting duplicate and a late
@@ -42,7 +42,7 @@ from common import (  # noqa: E402
 )
 
 
-def library_child(manifest_dir: Path, url: str, lake_dir: Path) -> None:
+def library_child(manifest_dir: Path, url: str, lake_dir: Path, dataset: str = "tickets") -> None:
     """The library path (run in its own process by `library`, so its peak RSS is its own)."""
     import flows  # noqa: F401  (the allocator settings the CLI and the flows use)
     from schemas.datasets import get_dataset
@@ -55,11 +55,11 @@ def library_child(manifest_dir: Path, url: str, lake_dir: Path) -> None:
     from tasks.manifests import batch_id_for, partition_manifests, source_fingerprint
     from tasks.storage import LocalStorage
 
-    spec = get_dataset("tickets")
+    spec = get_dataset(dataset)
     started = time.perf_counter()
-    manifests = partition_manifests(manifest_dir, "tickets", DAY)
+    manifests = partition_manifests(manifest_dir, dataset, DAY)
     fingerprint = source_fingerprint(manifests)
-    who = RunIdentity("tickets", DAY, batch_id_for("tickets", DAY, fingerprint), "", fingerprint,
+    who = RunIdentity(dataset, DAY, batch_id_for(dataset, DAY, fingerprint), "", fingerprint,
                       tuple(m.manifest_id for m in manifests), "run", "execute", "operator_request", "bench", None)
     delivery = Delivery(spec, manifests, manifest_dir, DAY, load_settings().chunk_bytes,
                         read_ahead=os.environ.get("BENCH_READ_AHEAD", "1") == "1")
@@ -116,30 +116,33 @@ def main() -> None:
     parser.add_argument("--defect-every", type=int, default=10_000)
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-limit", action="store_true")
+    parser.add_argument("--dataset", default="tickets", help="a dataset with synthetic data (the COPY limit: tickets only)")
     parser.add_argument("--library-child", nargs=3, metavar=("MANIFESTS", "URL", "LAKE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.library_child:
         manifests, url, lake = args.library_child
-        library_child(Path(manifests), url, Path(lake))
+        library_child(Path(manifests), url, Path(lake), args.dataset)
         return
+    os.environ["FACTORY_DEFAULT_DATASET"] = args.dataset  # factory_env passes it on to the CLI runs
 
     with tempfile.TemporaryDirectory(prefix="factory-bench-") as tmp:
         root = Path(tmp)
         manifest_dir = root / "manifests"
         started = time.perf_counter()
-        source = realistic_partition(manifest_dir, args.events, args.defect_every)
+        source = realistic_partition(manifest_dir, args.events, args.defect_every, dataset=args.dataset)
         print(f"generated {args.events:,} events ({source.stat().st_size / 2**20:,.0f} MiB, one defect of each kind "
               f"per {args.defect_every:,} lines) in {time.perf_counter() - started:.1f}s")
         cluster = postgres()
         results: dict[str, tuple[float, float]] = {}
         try:
-            lib = timed_command([sys.executable, __file__, "--library-child", str(manifest_dir),
+            lib = timed_command([sys.executable, __file__, "--dataset", args.dataset, "--library-child", str(manifest_dir),
                                  new_database(cluster, "library"), str(root / "library-lake")], cwd=REPO)
             print(lib.output.strip().splitlines()[-1] if lib.output.strip() else f"library failed: {lib.returncode}")
             results["library (functions, one process)"] = (lib.seconds, lib.peak_rss_mib)
             if not args.skip_cli:
                 results.update(cli_runs(root, manifest_dir, cluster))
-            limit_s = None if args.skip_limit else limit(cluster.port, _database(cluster, "copy_limit"), source)
+            limit_s = None if args.skip_limit or args.dataset != "tickets" else limit(
+                cluster.port, _database(cluster, "copy_limit"), source)
         finally:
             cluster.stop()
 

@@ -45,6 +45,51 @@ class ActionReason(StrEnum):
     SCHEMA_CHANGE = "schema_change"
 
 
+class RunStatus(StrEnum):
+    """How a partition run ended (its evidence's `status`; `ingest_run.status` holds the committed ones)."""
+
+    RUNNING = "running"  # the ledger only: an attempt in progress (or one that died: health closes it)
+    SUCCEEDED = "succeeded"
+    HELD = "held"  # committed, but an error check holds it back from downstream
+    SKIPPED = "skipped"  # already up to date from the same inputs
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # the ledger only: an attempt whose worker died, closed by health
+    DRY_RUN = "dry_run"  # the evidence only: nothing was committed
+    NO_INPUT = "no_input"  # the evidence only: no manifest declares the partition
+
+
+class PartitionStatus(StrEnum):
+    """What a partition holds now (`status`, the calendar strip, the backfill plan's `current_status`)."""
+
+    SUCCEEDED = "succeeded"
+    HELD = "held"
+    FAILED = "failed"
+    UNTRUSTED = "untrusted"  # verify found its stored state damaged
+    MISSING = "missing"  # inputs declared, never materialized
+    NO_INPUT = "no_input"  # no manifest declares it
+
+
+class GapReason(StrEnum):
+    """Why a backfill plan proposes what it proposes for a partition."""
+
+    UP_TO_DATE = "up_to_date"
+    MISSING_PARTITION = "missing_partition"
+    NO_INPUT_DECLARED = "no_input_declared"
+    FAILED_PARTITION = "failed_partition"
+    HELD_PARTITION = "held_partition"
+    UNTRUSTED_PARTITION = "untrusted_partition"
+    SOURCE_FINGERPRINT_CHANGED = "source_fingerprint_changed"
+
+
+class ProposedAction(StrEnum):
+    """What a backfill plan does with a partition."""
+
+    SKIP = "skip"
+    BACKFILL = "backfill"
+    RERUN = "rerun"
+    HOLD = "hold"
+
+
 class QuarantineReason(StrEnum):
     """Why a record is in quarantine instead of bronze."""
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.datasets import DatasetSpec
-from schemas.reason_codes import ActionReason
+from schemas.reason_codes import ActionReason, RunStatus
 from schemas.summary import CheckOutcome, RunCounts
 from tasks import checks, ledger
 from tasks.errors import TransientError
@@ -176,7 +176,8 @@ def commit_partition(
             with ledger.heartbeat(engine, who.run_id, heartbeat_s):
                 with engine.begin() as conn:
                     done = _write_and_check(conn, spec, batches, who, now, force, before_silver, lake, applied)
-                    status = "skipped" if done.result.skipped else "held" if done.held else "succeeded"
+                    status = (RunStatus.SKIPPED if done.result.skipped else RunStatus.HELD if done.held
+                              else RunStatus.SUCCEEDED).value
                     output = None if done.result.skipped else done.counts.output_count
                     detail = "held by " + ", ".join(c.name for c in checks.blocking(done.checks)) if done.held \
                         else None

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, and_, select
 
 from schemas.datasets import DatasetSpec
 from schemas.manifest import SourceManifest
+from schemas.reason_codes import ActionReason, GapReason, PartitionStatus, ProposedAction
 from schemas.tables import partition_state
 from tasks.atomic import write_atomic
 from tasks.database import reading
@@ -24,18 +25,18 @@ from tasks.validate import partition_window
 from tasks.verify import untrusted_partitions
 
 # gap reason -> (proposed action, why-code for the partition run)
-ACTIONS = {
-    "up_to_date": ("skip", None),
-    "missing_partition": ("backfill", "missing_partition"),
-    "no_input_declared": ("hold", None),
-    "failed_partition": ("backfill", "failed_partition"),
-    "held_partition": ("hold", None),
+ACTIONS: dict[GapReason, tuple[ProposedAction, ActionReason | None]] = {
+    GapReason.UP_TO_DATE: (ProposedAction.SKIP, None),
+    GapReason.MISSING_PARTITION: (ProposedAction.BACKFILL, ActionReason.MISSING_PARTITION),
+    GapReason.NO_INPUT_DECLARED: (ProposedAction.HOLD, None),
+    GapReason.FAILED_PARTITION: (ProposedAction.BACKFILL, ActionReason.FAILED_PARTITION),
+    GapReason.HELD_PARTITION: (ProposedAction.HOLD, None),
     # verify found the current state damaged: a forced rerun writes bronze, quarantine, the lake snapshot
     # and evidence again (silver content changed by hand needs a restore: runbook section 7)
-    "untrusted_partition": ("rerun", "untrusted_state"),
-    "source_fingerprint_changed": ("backfill", "source_fingerprint_changed"),
+    GapReason.UNTRUSTED_PARTITION: (ProposedAction.RERUN, ActionReason.UNTRUSTED_STATE),
+    GapReason.SOURCE_FINGERPRINT_CHANGED: (ProposedAction.BACKFILL, ActionReason.SOURCE_FINGERPRINT_CHANGED),
 }
-INGESTING = {"backfill", "rerun"}
+INGESTING = {ProposedAction.BACKFILL, ProposedAction.RERUN}
 
 
 @cache
@@ -68,22 +69,22 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
         state = states.get(day.isoformat())
         fingerprint = source_fingerprint(delivered) if delivered else None
         if not delivered:
-            gap = "no_input_declared"
+            gap = GapReason.NO_INPUT_DECLARED
         elif state is None:
-            gap = "missing_partition"
-        elif state.status == "failed":
-            gap = "failed_partition"
-        elif state.status == "held":
-            gap = "held_partition"
+            gap = GapReason.MISSING_PARTITION
+        elif state.status == PartitionStatus.FAILED:
+            gap = GapReason.FAILED_PARTITION
+        elif state.status == PartitionStatus.HELD:
+            gap = GapReason.HELD_PARTITION
         elif day.isoformat() in untrusted:
-            gap = "untrusted_partition"
+            gap = GapReason.UNTRUSTED_PARTITION
         elif state.source_fingerprint != fingerprint:
-            gap = "source_fingerprint_changed"
+            gap = GapReason.SOURCE_FINGERPRINT_CHANGED
         else:
-            gap = "up_to_date"
+            gap = GapReason.UP_TO_DATE
         action = ACTIONS[gap][0]
-        if action == "skip" and not only_gaps:
-            action = "rerun"
+        if action is ProposedAction.SKIP and not only_gaps:
+            action = ProposedAction.RERUN
         window_start, window_end = partition_window(day)
         entries.append({
             "partition_key": day.isoformat(),
@@ -94,10 +95,11 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
             "upstream_manifest_ids": [m.manifest_id for m in delivered],
             "expected_input_count": sum(a.record_count for m in delivered for a in m.assets),
             "current_output_count": state.output_count if state else None,
-            "current_status": ("untrusted" if gap == "untrusted_partition" else state.status) if state
-            else ("missing" if delivered else "no_input"),
-            "gap_reason": gap,
-            "proposed_action": action,
+            "current_status": (PartitionStatus.UNTRUSTED.value if gap is GapReason.UNTRUSTED_PARTITION
+                               else state.status) if state
+            else (PartitionStatus.MISSING.value if delivered else PartitionStatus.NO_INPUT.value),
+            "gap_reason": gap.value,
+            "proposed_action": action.value,
             "idempotency_guard": (
                 f"batch {batch_id_for(spec.name, day, fingerprint)} = (dataset, partition, source fingerprint "
                 f"{fingerprint[:12]}); bronze keyed by {spec.event_key}, silver newer-wins by "
