@@ -12,16 +12,17 @@ from datetime import datetime
 from typing import Callable
 
 import polars as pl
-from sqlalchemy import Connection, and_, insert, select
+from sqlalchemy import ColumnElement, Connection, Exists, Table, and_, exists, func, insert, literal, or_, select, tuple_
 
 from schemas.checks import CheckName, CheckSpec, CheckStatus, Severity
 from schemas.datasets import DatasetSpec
 from schemas.summary import CheckOutcome, RunCounts
-from schemas.tables import check_result, partition_state
+from schemas.tables import bronze_table, check_result, partition_state, silver_table
 from tasks.database import is_postgres, probing_by_index
 from tasks.errors import printable
 from tasks.ledger import RunIdentity
-from tasks.staging import stage
+from tasks.sql import drop_temp, quote
+from tasks.staging import stage_keys
 
 ENTITY_STAGE = "_stg_entities"
 SHOWN_KEYS = 5  # how many offending keys a detail names
@@ -46,20 +47,18 @@ class Observations:
 
 # --- measuring -----------------------------------------------------------------------------------
 
-def _silver_profile(conn: Connection, spec: DatasetSpec) -> tuple[int, int, dict[str, int]]:
+def _silver_profile(conn: Connection, spec: DatasetSpec, touched: Table) -> tuple[int, int, dict[str, int]]:
     """Rows, distinct entity keys and nulls per required column of the touched entities' silver rows."""
-    entity = spec.entity_key
+    silver, entity = silver_table(spec), spec.entity_key
     required = spec.required_silver_columns
-    counted = ", ".join(f'COUNT(f."{c}")' for c in required)
-    row = conn.exec_driver_sql(
-        f'SELECT COUNT(*), COUNT(DISTINCT f."{entity}"), {counted} FROM {spec.silver_table} f '
-        f'WHERE f."{entity}" IN (SELECT event_id FROM {ENTITY_STAGE})'
-    ).one()
+    row = conn.execute(select(func.count(), func.count(silver.c[entity].distinct()),
+                              *[func.count(silver.c[c]) for c in required])
+                       .where(silver.c[entity].in_(select(touched.c.event_id)))).one()
     rows = int(row[0])
     return rows, int(row[1]), {c: rows - int(n) for c, n in zip(required, row[2:])}
 
 
-def inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
+def inconsistent_entities(conn: Connection, spec: DatasetSpec, touched: Table) -> list[str]:
     """Touched entities whose silver row is not their greatest event in bronze.
 
     An entity is consistent when it has bronze events and a silver row, or neither; silver's event is
@@ -68,16 +67,20 @@ def inconsistent_entities(conn: Connection, spec: DatasetSpec) -> list[str]:
     events an entity has collected over the partitions before."""
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
     last = spec.silver_name(key)
-    bronze = f'SELECT 1 FROM {spec.bronze_table} b WHERE b."{entity}" = e.event_id'
+    silver, bronze = silver_table(spec), bronze_table(spec)
+
+    def bronze_event(*where: ColumnElement[bool]) -> Exists:
+        return exists(select(literal(1)).select_from(bronze).where(bronze.c[entity] == touched.c.event_id, *where))
+
+    no_silver = silver.c[entity].is_(None)
+    inconsistent = or_(
+        and_(no_silver, bronze_event()),
+        and_(~no_silver, or_(~bronze_event(bronze.c[order] == silver.c[order], bronze.c[key] == silver.c[last]),
+                             bronze_event(tuple_(bronze.c[order], bronze.c[key]) > tuple_(silver.c[order], silver.c[last])))))
     with probing_by_index(conn):
-        return list(conn.exec_driver_sql(
-            f"SELECT e.event_id FROM {ENTITY_STAGE} e "
-            f'LEFT JOIN {spec.silver_table} f ON f."{entity}" = e.event_id '
-            f'WHERE CASE WHEN f."{entity}" IS NULL THEN EXISTS ({bronze}) '
-            f'ELSE NOT EXISTS ({bronze} AND b."{order}" = f."{order}" AND b."{key}" = f."{last}") '
-            f'OR EXISTS ({bronze} AND (b."{order}", b."{key}") > (f."{order}", f."{last}")) '
-            "END ORDER BY e.event_id"
-        ).scalars().all())
+        return list(conn.execute(
+            select(touched.c.event_id).select_from(touched.outerjoin(silver, silver.c[entity] == touched.c.event_id))
+            .where(inconsistent).order_by(touched.c.event_id)).scalars().all())
 
 
 def _previous_output(conn: Connection, who: RunIdentity) -> tuple[str, int] | None:
@@ -96,10 +99,10 @@ def observe(conn: Connection, spec: DatasetSpec, who: RunIdentity, counts: RunCo
     """Measure the partition as the run's transaction sees it: `entities` those of its accepted events,
     `newest` the greatest ordering value of its valid records."""
     keys = entities.unique().sort()
-    stage(conn, ENTITY_STAGE, "redelivery", keys.alias("event_id").to_frame())
+    touched = stage_keys(conn, ENTITY_STAGE, keys.to_list())
     if is_postgres(conn.engine):
-        conn.exec_driver_sql(f"ANALYZE {ENTITY_STAGE}")  # a temp table has no statistics; the joins need them
-    rows, distinct, nulls = _silver_profile(conn, spec)
+        conn.exec_driver_sql(f"ANALYZE {quote(conn, ENTITY_STAGE)}")  # a temp table has no statistics; the joins need them
+    rows, distinct, nulls = _silver_profile(conn, spec, touched)
     contract = set(spec.field_names)
     required = {f.name for f in spec.fields if not f.nullable}
     observed = Observations(
@@ -108,9 +111,9 @@ def observe(conn: Connection, spec: DatasetSpec, who: RunIdentity, counts: RunCo
         newest_event=newest,  # type: ignore[arg-type]
         unknown_fields=sorted(set(field_sample) - contract),
         absent_fields=sorted(required - set(field_sample)) if sampled_records else [],
-        inconsistent_entities=inconsistent_entities(conn, spec),
+        inconsistent_entities=inconsistent_entities(conn, spec, touched),
     )
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ENTITY_STAGE}")
+    drop_temp(conn, ENTITY_STAGE)
     return observed
 
 

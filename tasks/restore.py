@@ -12,7 +12,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, delete, select
 
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import Action, Mode
@@ -26,6 +26,7 @@ from tasks.lake import Lake, LakeError, check_files, conform_to_contract, is_sna
 from tasks.lake_state import settle_lake
 from tasks.ledger import RunIdentity
 from tasks.locks import partition_lock
+from tasks.sql import drop_temp
 from tasks.staging import bulk_load, stage_keys
 from tasks.validate import partition_window
 from tasks.warehouse import WriteResult
@@ -107,18 +108,19 @@ def silver_from_events(spec: DatasetSpec, events: pl.DataFrame, now: datetime) -
 
 def replace_silver(conn: Connection, spec: DatasetSpec, entities: list[str], rows: pl.DataFrame) -> None:
     """The silver rows of `entities` become exactly `rows`, inside the caller's transaction."""
-    stage_keys(conn, "_stg_restore", entities)
-    conn.exec_driver_sql(f'DELETE FROM {spec.silver_table} WHERE "{spec.entity_key}" IN '
-                         "(SELECT event_id FROM _stg_restore)")
-    conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_restore")
+    silver = silver_table(spec)
+    keys = stage_keys(conn, "_stg_restore", entities)
+    conn.execute(delete(silver).where(silver.c[spec.entity_key].in_(select(keys.c.event_id))))
+    drop_temp(conn, keys.name)
     if rows.height:
-        bulk_load(conn, spec.silver_table, rows)
+        bulk_load(conn, silver, rows)
 
 
 def silver_from_partition(conn: Connection, spec: DatasetSpec, partition: str) -> set[str]:
     """Entities whose silver row came from this partition: they may change when its snapshot does."""
-    return set(conn.execute(text(f'SELECT "{spec.entity_key}" FROM {spec.silver_table} '
-                                 "WHERE _partition_key = :p"), {"p": partition}).scalars().all())
+    silver = silver_table(spec)
+    return set(conn.execute(select(silver.c[spec.entity_key]).where(silver.c._partition_key == partition))
+               .scalars().all())
 
 
 def restore_partition(engine: Engine, lake: Lake, spec: DatasetSpec, who: RunIdentity, record: dict[str, Any],

@@ -20,27 +20,46 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, Table, delete, insert, inspect, select, text, update
-from sqlalchemy.schema import CreateTable
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    delete,
+    exists,
+    insert,
+    inspect,
+    literal,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.schema import CreateTable, DropTable
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 from schemas.datasets import DatasetSpec, describe_fields
 from schemas.tables import (
     LINEAGE_COLUMNS,
+    bronze_table,
     dataset_contract,
     dataset_tables,
     decision_log,
+    redelivery,
     schema_change,
     silver_table,
 )
 from tasks.errors import SchemaMismatchError
-from tasks.staging import bulk_load, stage
+from tasks.sql import drop_temp
+from tasks.staging import bulk_load, stage, stage_keys
 from tasks.validate import typed_events, typed_from_payloads
 
 ADDED, REMOVED, KIND_CHANGED = "added", "removed", "kind_changed"
@@ -214,13 +233,13 @@ def rebuild_silver_table(conn: Connection, spec: DatasetSpec, now: datetime) -> 
     """Drop silver and create it from the code's contract, then fill it from bronze: each entity's greatest
     event, typed anew. Refuses (rolling back) when a current event cannot fill a required column."""
     table = silver_table(spec)
-    conn.execute(text(f"DROP TABLE {_quoted(conn, spec.silver_table)}"))
+    conn.execute(DropTable(Table(spec.silver_table, MetaData())))  # as it is, whatever its columns
     conn.execute(CreateTable(table))
     entities = 0
     for keys in _entity_chunks(conn, spec):
         rows = winners_from_bronze(conn, spec, keys)
         _refuse_unfit(spec, rows)
-        bulk_load(conn, spec.silver_table, rows.drop("_type_errors"))
+        bulk_load(conn, table, rows.drop("_type_errors"))
         entities += rows.height
     return f"silver rebuilt from bronze ({entities} entities)"
 
@@ -234,24 +253,22 @@ def rebuild_entities(conn: Connection, spec: DatasetSpec, keys: list[str]) -> No
         _refuse_unfit(spec, rows)
         conn.execute(delete(table).where(table.c[spec.entity_key].in_(chunk)))
         if rows.height:
-            bulk_load(conn, spec.silver_table, rows.drop("_type_errors"))
+            bulk_load(conn, table, rows.drop("_type_errors"))
 
 
 def winners_from_bronze(conn: Connection, spec: DatasetSpec, keys: list[str]) -> pl.DataFrame:
     """Each of these entities' greatest bronze event, as silver rows under the code's contract (with the
     parse errors of each, `_type_errors`)."""
-    from tasks.staging import stage_keys
-
-    stage_keys(conn, "_stg_touched", keys)
+    touched = stage_keys(conn, "_stg_touched", keys)
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
-    q = conn.dialect.identifier_preparer.quote
-    bronze = q(spec.bronze_table)
-    rows = conn.execute(text(
-        f"SELECT b._raw_payload, b._partition_key, b._batch_id, b._manifest_id, b._ingested_at FROM {bronze} b "
-        f"JOIN _stg_touched t ON b.{q(entity)} = t.event_id WHERE NOT EXISTS (SELECT 1 FROM {bronze} n "
-        f"WHERE n.{q(entity)} = b.{q(entity)} AND (n.{q(order)} > b.{q(order)} OR (n.{q(order)} = b.{q(order)} "
-        f"AND n.{q(key)} > b.{q(key)})))")).all()
-    conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_touched")
+    b = bronze_table(spec)
+    n = b.alias("newer")
+    outranked = exists(select(literal(1)).select_from(n).where(
+        n.c[entity] == b.c[entity], tuple_(n.c[order], n.c[key]) > tuple_(b.c[order], b.c[key])))
+    rows = conn.execute(select(b.c._raw_payload, b.c._partition_key, b.c._batch_id, b.c._manifest_id,
+                               b.c._ingested_at).select_from(b.join(touched, b.c[entity] == touched.c.event_id))
+                        .where(~outranked)).all()
+    drop_temp(conn, touched.name)
     typed = typed_from_payloads(spec, [r._raw_payload for r in rows], keep_errors=True)
     return typed.select(
         *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
@@ -279,31 +296,27 @@ def rehash(conn: Connection, spec: DatasetSpec, now: datetime) -> None:
     deliveries of an event the same is the contract's fields), then conflicts derived again."""
     from tasks.warehouse import derive_conflicts
 
-    q = conn.dialect.identifier_preparer.quote
+    bronze = bronze_table(spec)
     for table, key, payload, hashed, where in (
-            (spec.bronze_table, spec.event_key, "_raw_payload", "_content_hash", "true"),
-            ("redelivery", "id", "raw_payload", "content_hash", "dataset = :dataset")):
+            (bronze, spec.event_key, "_raw_payload", "_content_hash", true()),
+            (redelivery, "id", "raw_payload", "content_hash", redelivery.c.dataset == spec.name)):
         last: Any = None
         while True:
-            after = "" if last is None else f" AND {q(key)} > :last"
-            batch = conn.execute(text(
-                f"SELECT {q(key)} AS k, {q(payload)} AS p FROM {q(table)} WHERE {where}{after} "
-                f"ORDER BY {q(key)} LIMIT {REBUILD_CHUNK}"), {"dataset": spec.name, "last": last}).all()
+            query = select(table.c[key], table.c[payload]).where(where).order_by(table.c[key]).limit(REBUILD_CHUNK)
+            batch = conn.execute(query if last is None else query.where(table.c[key] > last)).all()
             if not batch:
                 break
-            hashes = typed_events(spec, typed_from_payloads(spec, [r.p for r in batch]))["_content_hash"]
-            keys = pl.Series(key, [r.k for r in batch], dtype=pl.Int64 if key == "id" else pl.String)
-            stage(conn, "_stg_rehash", q(table), pl.DataFrame([keys, hashes.alias(hashed)]))
-            conn.execute(text(f"UPDATE {q(table)} SET {q(hashed)} = (SELECT s.{q(hashed)} FROM _stg_rehash s "
-                              f"WHERE s.{q(key)} = {q(table)}.{q(key)}) "
-                              f"WHERE {q(key)} IN (SELECT {q(key)} FROM _stg_rehash)"))
-            last = batch[-1].k
-    conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_rehash")
-    copies: list[str] = list(conn.execute(text("SELECT DISTINCT event_id FROM redelivery WHERE dataset = :d"),
-                          {"d": spec.name}).scalars().all())
-    stage(conn, "_stg_conflicts", "redelivery", pl.DataFrame({"event_id": copies}, schema={"event_id": pl.String}))
-    derive_conflicts(conn, spec, "_stg_conflicts", now)
-    conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_conflicts")
+            hashes = typed_events(spec, typed_from_payloads(spec, [r[1] for r in batch]))["_content_hash"]
+            keys = pl.Series(key, [r[0] for r in batch], dtype=pl.Int64 if key == "id" else pl.String)
+            staged = stage(conn, "_stg_rehash", table, pl.DataFrame([keys, hashes.alias(hashed)]))
+            conn.execute(update(table).where(table.c[key] == staged.c[key]).values({hashed: staged.c[hashed]}))
+            last = batch[-1][0]
+    drop_temp(conn, "_stg_rehash")
+    copies: list[str] = list(conn.execute(select(redelivery.c.event_id).distinct()
+                                          .where(redelivery.c.dataset == spec.name)).scalars().all())
+    keys_table = stage_keys(conn, "_stg_conflicts", copies)
+    derive_conflicts(conn, spec, keys_table, now)
+    drop_temp(conn, keys_table.name)
 
 
 def _record_contract(conn: Connection, spec: DatasetSpec, now: datetime) -> None:
@@ -319,19 +332,14 @@ def _fingerprint(held: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps([[k, v] for k, v in held.items()]).encode()).hexdigest()[:16]
 
 
-def _entity_chunks(conn: Connection, spec: DatasetSpec):  # type: ignore[no-untyped-def]
-    q = conn.dialect.identifier_preparer.quote
-    entity = q(spec.entity_key)
+def _entity_chunks(conn: Connection, spec: DatasetSpec) -> Iterator[list[str]]:
+    bronze = bronze_table(spec)
+    entity = bronze.c[spec.entity_key]
     last = None
     while True:
-        after = "" if last is None else f"WHERE {entity} > :last "
-        keys: list[str] = list(conn.execute(text(f"SELECT DISTINCT {entity} FROM {q(spec.bronze_table)} {after}ORDER BY {entity} "
-                                 f"LIMIT {REBUILD_CHUNK}"), {"last": last}).scalars().all())
+        query = select(entity).distinct().order_by(entity).limit(REBUILD_CHUNK)
+        keys: list[str] = list(conn.execute(query if last is None else query.where(entity > last)).scalars().all())
         if not keys:
             return
-        yield list(keys)
+        yield keys
         last = keys[-1]
-
-
-def _quoted(conn: Connection, name: str) -> str:
-    return conn.dialect.identifier_preparer.quote(name)

@@ -6,18 +6,21 @@ import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, text
+
+from sqlalchemy import ColumnElement, Connection, FromClause, Table, and_, case, delete, func, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
-from schemas.tables import silver_table
+from schemas.tables import bronze_table, silver_table
 from tasks.dedup import take
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity
 from tasks.merging import Merging
 from tasks.processes import private_folder
+from tasks.sql import insert_for
 from tasks.staging import bulk_load, stage
 from tasks.validate import typed_from_payloads
 
@@ -107,9 +110,15 @@ class SilverCandidates:
         self.close()
 
 
-def _silver_guard(spec: DatasetSpec, new: str, old: str) -> str:
+def newer(spec: DatasetSpec, new: FromClause | Any, old: FromClause) -> ColumnElement[bool]:
+    """`new`'s event outranks `old`'s: (ordering column, event key) compared as a row, bytewise. `new` may
+    be an upsert's `excluded` columns."""
     order, last = spec.ordering_column, spec.silver_name(spec.event_key)
-    return f'({new}."{order}", {new}."{last}") > ({old}."{order}", {old}."{last}")'
+    columns = new.c if isinstance(new, FromClause) else new
+    return tuple_(columns[order], columns[last]) > tuple_(old.c[order], old.c[last])
+
+
+SILVER_OUTCOMES = ("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped")
 
 
 def write_silver(conn: Connection, spec: DatasetSpec, candidates: SilverCandidates | pl.DataFrame) -> dict[str, int]:
@@ -120,53 +129,53 @@ def write_silver(conn: Connection, spec: DatasetSpec, candidates: SilverCandidat
         candidates = held
     entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
     if candidates.best is None:
-        return dict.fromkeys(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"), 0)
-    stage(conn, "_stg_silver", spec.silver_table, candidates.best.select(entity, order, last))
-    counts = classify_silver(conn, spec)
-    known = pl.Series(conn.exec_driver_sql(
-        f'SELECT s."{entity}" FROM _stg_silver s JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
-    ).scalars().all(), dtype=pl.String)
+        return dict.fromkeys(SILVER_OUTCOMES, 0)
+    table = silver_table(spec)
+    staged = stage(conn, "_stg_silver", table, candidates.best.select(entity, order, last))
+    counts = classify_silver(conn, spec, staged)
+    known = pl.Series(conn.execute(
+        select(staged.c[entity]).join(table, table.c[entity] == staged.c[entity])).scalars().all(), dtype=pl.String)
     for piece in candidates.pieces():
         is_new = ~piece[entity].is_in(known.implode())
         try:  # new entities go straight in; the key check above ran under the partition lock
-            bulk_load(conn, spec.silver_table, take(piece, is_new))
+            bulk_load(conn, table, take(piece, is_new))
         except IntegrityError as exc:
             raise TransientError(
                 f"{spec.silver_table}: another partition's run created some of these entities first; retry resolves it"
             ) from exc
         if known.len() and not is_new.all():
-            stage(conn, "_stg_silver_rows", spec.silver_table, piece.filter(~is_new))
-            upsert_silver(conn, spec, "_stg_silver_rows")
+            upsert_silver(conn, spec, stage(conn, "_stg_silver_rows", table, piece.filter(~is_new)))
     return counts
 
 
-def classify_silver(conn: Connection, spec: DatasetSpec) -> dict[str, int]:
+def classify_silver(conn: Connection, spec: DatasetSpec, staged: Table) -> dict[str, int]:
     """How each staged entity relates to current silver: new, newer, the same event, or older."""
     entity, order, last = spec.entity_key, spec.ordering_column, spec.silver_name(spec.event_key)
-    same = f'(s."{order}" = f."{order}" AND s."{last}" = f."{last}")'
-    row = conn.exec_driver_sql(
-        "SELECT "
-        f'COALESCE(SUM(CASE WHEN f."{entity}" IS NULL THEN 1 ELSE 0 END), 0), '
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 's', 'f')} THEN 1 ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {same} THEN 1 ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN f.\"{entity}\" IS NOT NULL AND {_silver_guard(spec, 'f', 's')} THEN 1 ELSE 0 END), 0) "
-        f'FROM _stg_silver s LEFT JOIN {spec.silver_table} f ON f."{entity}" = s."{entity}"'
-    ).one()
-    return dict(zip(("silver_inserted", "silver_updated", "silver_unchanged", "silver_stale_skipped"),
-                    [int(value) for value in row]))
+    current = silver_table(spec)
+    present = current.c[entity].is_not(None)
+
+    def count(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    row = conn.execute(select(
+        count(current.c[entity].is_(None)),
+        count(and_(present, newer(spec, staged, current))),
+        count(and_(present, staged.c[order] == current.c[order], staged.c[last] == current.c[last])),
+        count(and_(present, newer(spec, current, staged))),
+    ).select_from(staged.outerjoin(current, current.c[entity] == staged.c[entity]))).one()
+    return dict(zip(SILVER_OUTCOMES, [int(value) for value in row]))
 
 
-def upsert_silver(conn: Connection, spec: DatasetSpec, staged: str = "_stg_silver") -> None:
+def upsert_silver(conn: Connection, spec: DatasetSpec, staged: Table) -> None:
     """Newer wins by (ordering column, event key); an older or equal event never rewrites a row."""
     table = silver_table(spec)
     columns = [c.name for c in table.columns]
-    names = ", ".join(f'"{c}"' for c in columns)
-    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != spec.entity_key)
-    conn.exec_driver_sql(
-        f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM {staged} WHERE true "
-        f'ON CONFLICT ("{spec.entity_key}") DO UPDATE SET {updates} '
-        f"WHERE {_silver_guard(spec, 'excluded', spec.silver_table)}"
-    )
+    # `WHERE true`: SQLite would read the ON of ON CONFLICT as a join of the SELECT without it
+    insert = insert_for(conn, table).from_select(columns, select(*[staged.c[c] for c in columns]).where(true()))
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=[table.c[spec.entity_key]],
+        set_={c: insert.excluded[c] for c in columns if c != spec.entity_key},
+        where=newer(spec, insert.excluded, table)))
 
 
 def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now: datetime) -> None:
@@ -174,12 +183,13 @@ def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now
     if not entities:
         return
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
+    table, bronze = silver_table(spec), bronze_table(spec)
     winners = []
     for value in entities:
-        conn.execute(text(f'DELETE FROM {spec.silver_table} WHERE "{entity}" = :v'), {"v": value})
-        row = conn.execute(text(
-            f"SELECT _raw_payload, _partition_key, _batch_id, _manifest_id FROM {spec.bronze_table} "
-            f'WHERE "{entity}" = :v ORDER BY "{order}" DESC, "{key}" DESC LIMIT 1'), {"v": value}).first()
+        conn.execute(delete(table).where(table.c[entity] == value))
+        row = conn.execute(
+            select(bronze.c._raw_payload, bronze.c._partition_key, bronze.c._batch_id, bronze.c._manifest_id)
+            .where(bronze.c[entity] == value).order_by(bronze.c[order].desc(), bronze.c[key].desc()).limit(1)).first()
         if row is not None:
             winners.append(row)
     if not winners:
@@ -192,6 +202,4 @@ def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now
         pl.Series("_manifest_id", [w._manifest_id for w in winners], dtype=pl.String),
         pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
     )
-    stage(conn, "_stg_rebuilt", spec.silver_table, rows)
-    names = ", ".join(f'"{c}"' for c in rows.columns)
-    conn.exec_driver_sql(f"INSERT INTO {spec.silver_table} ({names}) SELECT {names} FROM _stg_rebuilt")
+    bulk_load(conn, table, rows)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 import psycopg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
 
 from schemas.kinds import KINDS, kind_of
+from schemas.tables import redelivery
 from tasks.database import is_postgres
+from tasks.sql import drop_temp, quote, temp_table
 
 COPY_CHUNK_ROWS = 20_000  # small chunks let the server parse one while we format the next
 
@@ -40,17 +42,18 @@ def copy_text(rows: pl.DataFrame) -> str:
     return escaped.write_csv(include_header=False, separator="\t", quote_style="never", null_value="\\N")
 
 
-def stage(conn: Connection, name: str, like: str, frame: pl.DataFrame) -> None:
-    """Create temp table `name` shaped like table `like` (frame's columns only) and load the frame."""
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {like} WHERE 1 = 0")
-    bulk_load(conn, name, frame)
+def stage(conn: Connection, name: str, like: Table, frame: pl.DataFrame) -> Table:
+    """Temp table `name` with `like`'s columns that the frame has (their types), loaded with the frame."""
+    staged = temp_table(conn, name, like, frame.columns)
+    bulk_load(conn, staged, frame)
+    return staged
 
 
-def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
-    """Append a frame to a table: COPY on PostgreSQL, executemany on SQLite."""
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
+def bulk_load(conn: Connection, table: Table, frame: pl.DataFrame) -> None:
+    """Append a frame to a table: COPY on PostgreSQL, executemany on SQLite. Both take the text form of
+    each value (schemas/kinds.py), so no driver or ORM type conversion stands between."""
+    name = quote(conn, table.name)
+    columns = ", ".join(quote(conn, c) for c in frame.columns)
     postgres = is_postgres(conn.engine)
     rows = _sql_text_frame(frame, postgres)
     if postgres:
@@ -69,12 +72,14 @@ def bulk_load(conn: Connection, name: str, frame: pl.DataFrame) -> None:
                                  rows.slice(offset, COPY_CHUNK_ROWS).rows())
 
 
+STAGES = ("_stg_events", "_stg_silver", "_stg_silver_rows", "_stg_quarantine", "_stg_replaced", "_stg_touched",
+          "_stg_copies", "_stg_rebuilt", "_run_accepted")
+
+
 def drop_stages(conn: Connection) -> None:
-    for name in ("_stg_events", "_stg_silver", "_stg_silver_rows", "_stg_quarantine", "_stg_replaced", "_stg_touched",
-                 "_stg_copies", "_stg_rebuilt", "_run_accepted"):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    drop_temp(conn, *STAGES)
 
 
-
-def stage_keys(conn: Connection, name: str, keys: list[str]) -> None:
-    stage(conn, name, "redelivery", pl.DataFrame({"event_id": keys}, schema={"event_id": pl.String}))
+def stage_keys(conn: Connection, name: str, keys: list[str]) -> Table:
+    """Event or entity keys in a temp table of one column, `event_id`, typed as keys are (bytewise)."""
+    return stage(conn, name, redelivery, pl.DataFrame({"event_id": keys}, schema={"event_id": pl.String}))

@@ -18,19 +18,21 @@ from typing import Any
 
 import jsonschema
 import polars as pl
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from schemas.datasets import DATASETS, DatasetSpec, get_dataset
 from schemas.reason_codes import VERIFY_ACTION, VERIFY_REASON_DOCS, QuarantineReason, VerifyReason
 from schemas.settings import load_settings
 from schemas.tables import (
-    silver_table,
+    bronze_table,
     check_result,
     decision_log,
     ingest_run,
     partition_state,
     quarantine,
+    redelivery,
+    silver_table,
     verify_finding,
 )
 from tasks import ledger
@@ -39,6 +41,7 @@ from tasks.database import get_engine, is_postgres, reading, writing_briefly
 from tasks.errors import printable
 from tasks.evidence import evidence_dir, validate_evidence
 from tasks.lake import Lake, LakeError, check_files, conform_to_contract, open_lake, read_files, read_marker, read_record
+from tasks.sql import drop_temp, quote
 from tasks.staging import stage, stage_keys
 
 log = logging.getLogger(__name__)
@@ -107,10 +110,11 @@ def _check_quarantine(conn: Connection, found: _Findings, spec: DatasetSpec, sta
     held = conn.execute(select(func.count()).select_from(quarantine).where(and_(
         quarantine.c.dataset == spec.name, quarantine.c.partition_key == state.partition_key,
         quarantine.c.reason_code != conflicting))).scalar_one()
-    conflicts: int = conn.execute(text(
-        f'SELECT COUNT(*) FROM redelivery r JOIN {spec.bronze_table} b ON b."{spec.event_key}" = r.event_id '
-        "WHERE r.dataset = :dataset AND r.partition_key = :partition AND r.content_hash <> b._content_hash"),
-        {"dataset": spec.name, "partition": state.partition_key}).scalar_one()
+    bronze = bronze_table(spec)
+    conflicts: int = conn.execute(
+        select(func.count()).select_from(redelivery.join(bronze, bronze.c[spec.event_key] == redelivery.c.event_id))
+        .where(redelivery.c.dataset == spec.name, redelivery.c.partition_key == state.partition_key,
+               redelivery.c.content_hash != bronze.c._content_hash)).scalar_one()
     held_conflicts = conn.execute(select(func.count()).select_from(quarantine).where(and_(
         quarantine.c.dataset == spec.name, quarantine.c.partition_key == state.partition_key,
         quarantine.c.reason_code == conflicting))).scalar_one()
@@ -203,20 +207,20 @@ def _check_warehouse(conn: Connection, found: _Findings, lake: Lake, spec: Datas
         return
     if events.height == 0:
         return
-    stage(conn, "_stg_verify", spec.bronze_table, events.select(
-        pl.col(key), pl.col("_content_hash")).unique(subset=[key]))
+    bronze = bronze_table(spec)
+    staged = stage(conn, "_stg_verify", bronze, events.select(pl.col(key), pl.col("_content_hash")).unique(subset=[key]))
     if is_postgres(conn.engine):
-        conn.exec_driver_sql("ANALYZE _stg_verify")
-    missing: list[str] = list(conn.exec_driver_sql(
-        f'SELECT s."{key}" FROM _stg_verify s LEFT JOIN {spec.bronze_table} b ON b."{key}" = s."{key}" '
-        f'WHERE b."{key}" IS NULL ORDER BY s."{key}"').scalars().all())
+        conn.exec_driver_sql(f"ANALYZE {quote(conn, staged.name)}")
+    missing: list[str] = list(conn.execute(
+        select(staged.c[key]).select_from(staged.outerjoin(bronze, bronze.c[key] == staged.c[key]))
+        .where(bronze.c[key].is_(None)).order_by(staged.c[key])).scalars().all())
     # an event another partition delivered earlier took over later (processed out of order): bronze
     # holds that delivery now and this snapshot's version is a copy; only this partition's rows must match
-    changed: list[str] = list(conn.execute(text(
-        f'SELECT s."{key}" FROM _stg_verify s JOIN {spec.bronze_table} b ON b."{key}" = s."{key}" '
-        f'WHERE b._content_hash <> s._content_hash AND b._partition_key = :day ORDER BY s."{key}"'),
-        {"day": day.isoformat()}).scalars().all())
-    conn.exec_driver_sql("DROP TABLE IF EXISTS _stg_verify")
+    changed: list[str] = list(conn.execute(
+        select(staged.c[key]).select_from(staged.join(bronze, bronze.c[key] == staged.c[key]))
+        .where(bronze.c._content_hash != staged.c._content_hash, bronze.c._partition_key == day.isoformat())
+        .order_by(staged.c[key])).scalars().all())
+    drop_temp(conn, staged.name)
     total = events[key].n_unique()
     if missing:
         found.add(VerifyReason.WAREHOUSE_ROWS_MISSING, spec.bronze_table,
@@ -225,11 +229,11 @@ def _check_warehouse(conn: Connection, found: _Findings, lake: Lake, spec: Datas
         found.add(VerifyReason.WAREHOUSE_ROWS_CHANGED, spec.bronze_table,
                   f"{len(changed)} bronze rows differ from the snapshot's events: {_named(changed)}")
     entities = events[entity].unique().sort().to_list()
-    stage_keys(conn, ENTITY_STAGE, entities)
+    touched = stage_keys(conn, ENTITY_STAGE, entities)
     if is_postgres(conn.engine):
-        conn.exec_driver_sql(f"ANALYZE {ENTITY_STAGE}")
-    inconsistent = inconsistent_entities(conn, spec)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ENTITY_STAGE}")
+        conn.exec_driver_sql(f"ANALYZE {quote(conn, ENTITY_STAGE)}")
+    inconsistent = inconsistent_entities(conn, spec, touched)
+    drop_temp(conn, ENTITY_STAGE)
     if inconsistent:
         found.add(VerifyReason.SILVER_INCONSISTENT, spec.silver_table,
                   f"{len(inconsistent)} of {len(entities)} entities: {_named(inconsistent)}")

@@ -13,22 +13,39 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 import polars as pl
-from sqlalchemy import Connection, text
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    false,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
 from schemas.reason_codes import QuarantineReason
 from schemas.tables import bronze_table
 from schemas.tables import quarantine as quarantine_table
-from tasks.database import is_postgres, probing_by_index
+from schemas.tables import redelivery
+from tasks.database import probing_by_index
 from tasks.dedup import EXISTING_SCHEMA, first_versions, resolve_versions
 from tasks.errors import TransientError
 from tasks.ledger import RunIdentity, succeeded_with
 from tasks.merging import Merging
 from tasks.silver import SilverCandidates, rebuild_silver, silver_candidates, write_silver
+from tasks.sql import insert_for, temp_table
 from tasks.staging import bulk_load, drop_stages, stage, stage_keys
 from tasks.validate import ValidatedBatch, partition_window
 
@@ -72,41 +89,43 @@ def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
 
 
 def _entities_of(conn: Connection, spec: DatasetSpec, keys: list[str]) -> list[str]:
+    bronze = bronze_table(spec)
     entities: list[str] = []
     for chunk in _chunks(keys):
-        params = {f"k{i}": k for i, k in enumerate(chunk)}
-        entities += conn.execute(text(
-            f'SELECT DISTINCT "{spec.entity_key}" FROM {spec.bronze_table} '
-            f'WHERE "{spec.event_key}" IN ({", ".join(":" + p for p in params)})'), params).scalars().all()
+        entities += conn.execute(select(bronze.c[spec.entity_key]).distinct()
+                                 .where(bronze.c[spec.event_key].in_(chunk))).scalars().all()
     return entities
 
 
 REDELIVERY_COLUMNS = ("dataset", "event_id", "content_hash", "delivery_key", "partition_key", "batch_id",
                       "manifest_id", "source_uri", "line_number", "raw_payload")
-RECORD_IDENTITY = "(dataset, manifest_id, source_uri, line_number)"  # one delivered line of one manifest
+RECORD_IDENTITY = ("dataset", "manifest_id", "source_uri", "line_number")  # one delivered line of one manifest
 
 
-def _latest_version(table: str, columns: tuple[str, ...], changed: str) -> str:
-    """ON CONFLICT for a record's line delivered again: a rerun of the same content writes nothing;
-    a line whose content changed since (a manifest re-delivered with edited files) replaces the
-    earlier verdict, so the record as it is now is never dropped."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("dataset", "manifest_id", "source_uri",
-                                                                              "line_number"))
-    return f"ON CONFLICT {RECORD_IDENTITY} DO UPDATE SET {updates} WHERE {changed.format(t=table)}"
+def _insert_latest_version(conn: Connection, table: Table, rows: Select[Any], columns: list[str],
+                           changed: Callable[[Any], ColumnElement[bool]]) -> int:
+    """INSERT ... SELECT, and for a record's line delivered again: a rerun of the same content writes
+    nothing; a line whose content changed since (a manifest re-delivered with edited files) replaces the
+    earlier verdict, so the record as it is now is never dropped. Returns the rows written."""
+    # `WHERE true`: SQLite would read the ON of ON CONFLICT as a join of the SELECT without it
+    insert = insert_for(conn, table).from_select(columns, rows.where(true()))
+    result = conn.execute(insert.on_conflict_do_update(
+        index_elements=[table.c[c] for c in RECORD_IDENTITY],
+        set_={c: insert.excluded[c] for c in columns if c not in RECORD_IDENTITY},
+        where=changed(insert.excluded)).execution_options(preserve_rowcount=True))  # kept for INSERTs too
+    return max(result.rowcount, 0)
 
 
-REDELIVERY_CHANGED = _latest_version("redelivery", REDELIVERY_COLUMNS,
-                                     "{t}.content_hash <> excluded.content_hash OR {t}.event_id <> excluded.event_id")
+def _redelivery_changed(excluded: Any) -> ColumnElement[bool]:
+    return or_(redelivery.c.content_hash != excluded.content_hash, redelivery.c.event_id != excluded.event_id)
 
 
-def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys_table: str) -> None:
-    conn.execute(text(
-        f"INSERT INTO redelivery ({', '.join(REDELIVERY_COLUMNS)}) "
-        f'SELECT :dataset, "{spec.event_key}", _content_hash, _delivery_key, _partition_key, _batch_id, '
-        f"_manifest_id, _source_uri, _line_number, _raw_payload FROM {spec.bronze_table} "
-        f'WHERE "{spec.event_key}" IN (SELECT event_id FROM {keys_table}) '
-        + REDELIVERY_CHANGED
-    ), {"dataset": spec.name})
+def _copy_bronze_rows_to_redelivery(conn: Connection, spec: DatasetSpec, keys: Table) -> None:
+    b = bronze_table(spec)
+    rows = select(literal(spec.name, String()), b.c[spec.event_key], b.c._content_hash, b.c._delivery_key,
+                  b.c._partition_key, b.c._batch_id, b.c._manifest_id, b.c._source_uri, b.c._line_number,
+                  b.c._raw_payload).where(b.c[spec.event_key].in_(select(keys.c.event_id)))
+    _insert_latest_version(conn, redelivery, rows, list(REDELIVERY_COLUMNS), _redelivery_changed)
 
 
 def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, who: RunIdentity) -> None:
@@ -119,37 +138,31 @@ def _insert_copies(conn: Connection, spec: DatasetSpec, copies: pl.DataFrame, wh
         pl.col("_manifest_id").alias("manifest_id"), pl.col("_source_uri").alias("source_uri"),
         pl.col("_line_number").alias("line_number"), pl.col("_raw_payload").alias("raw_payload"),
     )
-    stage(conn, "_stg_copies", "redelivery", frame)
-    names = ", ".join(REDELIVERY_COLUMNS)
-    conn.exec_driver_sql(f"INSERT INTO redelivery ({names}) SELECT {names} FROM _stg_copies WHERE true "
-                         + REDELIVERY_CHANGED)
+    staged = stage(conn, "_stg_copies", redelivery, frame)
+    _insert_latest_version(conn, redelivery, select(*[staged.c[c] for c in REDELIVERY_COLUMNS]),
+                           list(REDELIVERY_COLUMNS), _redelivery_changed)
 
 
-def derive_conflicts(conn: Connection, spec: DatasetSpec, keys_table: str, now: datetime) -> None:
+def derive_conflicts(conn: Connection, spec: DatasetSpec, keys: Table, now: datetime) -> None:
     """Quarantine exactly the copies of these events whose content differs from the bronze row."""
     reason = QuarantineReason.CONFLICTING_DUPLICATE.value
-    key = spec.event_key
-    still_conflicting = (
-        f'SELECT 1 FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
-        "WHERE r.dataset = quarantine.dataset AND r.manifest_id = quarantine.manifest_id "
-        "AND r.source_uri = quarantine.source_uri "
-        "AND r.line_number = quarantine.line_number AND r.content_hash <> b._content_hash"
-    )
+    b, r, q = bronze_table(spec), redelivery, quarantine_table
+    conflicting = and_(r.c.dataset == spec.name, r.c.content_hash != b.c._content_hash)
+    still_conflicting = select(literal(1)).select_from(r.join(b, b.c[spec.event_key] == r.c.event_id)).where(
+        conflicting, r.c.dataset == q.c.dataset, r.c.manifest_id == q.c.manifest_id, r.c.source_uri == q.c.source_uri,
+        r.c.line_number == q.c.line_number)
     # rows stay untouched while they are still conflicting: a rerun rewrites nothing
-    conn.execute(text(
-        f"DELETE FROM quarantine WHERE dataset = :dataset AND reason_code = '{reason}' "
-        f"AND event_id IN (SELECT event_id FROM {keys_table}) AND NOT EXISTS ({still_conflicting})"
-    ), {"dataset": spec.name})
-    conn.execute(text(
-        "INSERT INTO quarantine (dataset, partition_key, batch_id, manifest_id, source_uri, line_number, "
-        "reason_code, detail, event_id, raw_payload, quarantined_at) "
-        f"SELECT r.dataset, r.partition_key, r.batch_id, r.manifest_id, r.source_uri, r.line_number, '{reason}', "
-        f"'{key}: content differs from the earliest delivery of this event', r.event_id, r.raw_payload, :now "
-        f'FROM redelivery r JOIN {spec.bronze_table} b ON b."{key}" = r.event_id '
-        f"WHERE r.dataset = :dataset AND r.content_hash <> b._content_hash "
-        f"AND r.event_id IN (SELECT event_id FROM {keys_table}) "
-        "ON CONFLICT (dataset, manifest_id, source_uri, line_number) DO NOTHING"
-    ), {"dataset": spec.name, "now": now})
+    conn.execute(delete(q).where(q.c.dataset == spec.name, q.c.reason_code == reason,
+                                 q.c.event_id.in_(select(keys.c.event_id)), ~exists(still_conflicting)))
+    columns = ["dataset", "partition_key", "batch_id", "manifest_id", "source_uri", "line_number", "reason_code",
+               "detail", "event_id", "raw_payload", "quarantined_at"]
+    rows = select(r.c.dataset, r.c.partition_key, r.c.batch_id, r.c.manifest_id, r.c.source_uri, r.c.line_number,
+                  literal(reason, String()), literal(f"{spec.event_key}: content differs from the earliest delivery "
+                                                     "of this event", String()),
+                  r.c.event_id, r.c.raw_payload, literal(now, q.c.quarantined_at.type)).select_from(
+        r.join(b, b.c[spec.event_key] == r.c.event_id)).where(conflicting, r.c.event_id.in_(select(keys.c.event_id)))
+    insert = insert_for(conn, q).from_select(columns, rows.where(true()))
+    conn.execute(insert.on_conflict_do_nothing(index_elements=[q.c[c] for c in RECORD_IDENTITY]))
 
 
 # --- quarantine ----------------------------------------------------------------------------------
@@ -170,14 +183,11 @@ def insert_quarantine(conn: Connection, spec: DatasetSpec, rows: pl.DataFrame, w
         pl.lit(who.batch_id).alias("batch_id"),
         pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
     ).select([c.name for c in quarantine_table.columns if c.name != "id"])
-    stage(conn, "_stg_quarantine", "quarantine", frame)
-    names = ", ".join(frame.columns)
-    result = conn.exec_driver_sql(
-        f"INSERT INTO quarantine ({names}) SELECT {names} FROM _stg_quarantine WHERE true "
-        + _latest_version("quarantine", tuple(frame.columns),
-                          "{t}.raw_payload <> excluded.raw_payload OR {t}.reason_code <> excluded.reason_code")
-    )
-    return max(result.rowcount, 0)
+    staged = stage(conn, "_stg_quarantine", quarantine_table, frame)
+    return _insert_latest_version(
+        conn, quarantine_table, select(*[staged.c[c] for c in frame.columns]), frame.columns,
+        lambda excluded: or_(quarantine_table.c.raw_payload != excluded.raw_payload,
+                             quarantine_table.c.reason_code != excluded.reason_code))
 
 
 # --- the transaction -----------------------------------------------------------------------------
@@ -228,7 +238,11 @@ class AcceptedKeys:
     def __init__(self, conn: Connection, spec: DatasetSpec) -> None:
         self.conn, self.spec = conn, spec
         self.pending: pl.Series | None = None
-        self.created = False
+        self.table: Table | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.table is not None
 
     def remember(self, keys: pl.Series) -> None:
         self.flush()
@@ -237,27 +251,26 @@ class AcceptedKeys:
     def flush(self) -> None:
         if self.pending is None or self.pending.len() == 0:
             return
-        if not self.created:
-            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {RUN_ACCEPTED}")
-            collate = ' COLLATE "C"' if is_postgres(self.conn.engine) else ""
-            self.conn.exec_driver_sql(f"CREATE TEMP TABLE {RUN_ACCEPTED} (event_id TEXT{collate} PRIMARY KEY)")
-            self.created = True
-        bulk_load(self.conn, RUN_ACCEPTED, self.pending.alias("event_id").to_frame())  # probed by its key
+        if self.table is None:  # probed by its key
+            self.table = temp_table(self.conn, RUN_ACCEPTED, redelivery, ["event_id"], key=["event_id"])
+        bulk_load(self.conn, self.table, self.pending.alias("event_id").to_frame())
         self.pending = None
 
 
-def _existing_events(conn: Connection, spec: DatasetSpec, accepted_before: AcceptedKeys) -> pl.DataFrame:
+def _existing_events(conn: Connection, spec: DatasetSpec, staged: Table,
+                     accepted_before: AcceptedKeys) -> pl.DataFrame:
     """Bronze versions of the staged event keys: key, content hash, delivery key, and whether an
     earlier chunk of this run accepted the key."""
-    bronze, key = spec.bronze_table, spec.event_key
+    bronze, key = bronze_table(spec), spec.event_key
     accepted_before.flush()
-    done, join = ("a.event_id IS NOT NULL", f"LEFT JOIN {RUN_ACCEPTED} a ON a.event_id = s.\"{key}\" ") \
-        if accepted_before.created else ("false", "")
+    joined = staged.join(bronze, bronze.c[key] == staged.c[key])
+    done: ColumnElement[bool] = false()
+    if accepted_before.table is not None:
+        joined = joined.outerjoin(accepted_before.table, accepted_before.table.c.event_id == staged.c[key])
+        done = accepted_before.table.c.event_id.is_not(None)
     with probing_by_index(conn):
-        rows = conn.exec_driver_sql(
-            f'SELECT b."{key}", b._content_hash, b._delivery_key, {done} '
-            f'FROM _stg_events s JOIN {bronze} b ON b."{key}" = s."{key}" {join}'
-        ).all()
+        rows = conn.execute(select(bronze.c[key], bronze.c._content_hash, bronze.c._delivery_key, done)
+                            .select_from(joined)).all()
     return pl.DataFrame(rows, schema=EXISTING_SCHEMA, orient="row")
 
 
@@ -267,20 +280,21 @@ def _write_chunk(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who
     """Bronze, copies, conflicts and quarantine for one chunk; returns its accepted events."""
     key = spec.event_key
     first = first_versions(batch.events, key)
-    stage(conn, "_stg_events", spec.bronze_table, first.select(key, "_content_hash", "_delivery_key"))
-    resolution = resolve_versions(batch.events, _existing_events(conn, spec, accepted_before), key)
+    bronze = bronze_table(spec)
+    staged = stage(conn, "_stg_events", bronze, first.select(key, "_content_hash", "_delivery_key"))
+    resolution = resolve_versions(batch.events, _existing_events(conn, spec, staged, accepted_before), key)
     replaced = resolution.displaced + resolution.relineage
     displaced_entities.update(_entities_of(conn, spec, resolution.displaced))
     if replaced:
         # the later delivery leaves bronze but stays on record as a copy
-        stage_keys(conn, "_stg_replaced", replaced)
-        _copy_bronze_rows_to_redelivery(conn, spec, "_stg_replaced")
-        conn.exec_driver_sql(f'DELETE FROM {spec.bronze_table} WHERE "{key}" IN (SELECT event_id FROM _stg_replaced)')
+        replaced_keys = stage_keys(conn, "_stg_replaced", replaced)
+        _copy_bronze_rows_to_redelivery(conn, spec, replaced_keys)
+        conn.execute(delete(bronze).where(bronze.c[key].in_(select(replaced_keys.c.event_id))))
     # Under the partition lock, which keys bronze lacks was decided against a staged key list, so the
     # winning rows go straight in: one write of the wide rows instead of staging them and copying again.
     winning = first.filter(~pl.col(key).is_in(pl.Series(resolution.bronze_kept, dtype=pl.String).implode()))
     try:
-        bulk_load(conn, spec.bronze_table, _bronze_frame(spec, winning, who, now))
+        bulk_load(conn, bronze, _bronze_frame(spec, winning, who, now))
     except IntegrityError as exc:
         raise TransientError(
             f"{spec.bronze_table}: another partition's run wrote some of these events first; retry resolves it"
@@ -300,8 +314,7 @@ def _write_chunk(conn: Connection, spec: DatasetSpec, batch: ValidatedBatch, who
     touched_keys = sorted(set(resolution.copies[key].to_list()) | set(replaced))
     if touched_keys:
         _insert_copies(conn, spec, resolution.copies, who)
-        stage_keys(conn, "_stg_touched", touched_keys)
-        derive_conflicts(conn, spec, "_stg_touched", now)
+        derive_conflicts(conn, spec, stage_keys(conn, "_stg_touched", touched_keys), now)
 
     tally.rejected_by_reason[QuarantineReason.CONFLICTING_DUPLICATE.value] += resolution.conflicting.height
     result.quarantine_inserted += insert_quarantine(conn, spec, batch.quarantine, who, now)
