@@ -42,6 +42,18 @@ def _date(text: str) -> date:
     return day
 
 
+def _timestamp(text: str) -> Any:
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (2026-04-17T23:30:00Z)")
+    return moment.astimezone(timezone.utc)
+
+
 def _operator(text: str) -> str:
     from tasks.ledger import ArgumentError, check_operator
 
@@ -90,7 +102,7 @@ def _dataset(name: str) -> str:
 
 
 # commands that read or write one dataset; `demo` and `verify` take every dataset when none is named
-_ONE_DATASET = {"run", "backfill", "status", "checks", "evidence", "restore", "lake", "generate", "schema"}
+_ONE_DATASET = {"run", "backfill", "status", "checks", "evidence", "restore", "lake", "generate", "schema", "manifests"}
 
 
 def _choose_dataset(args: argparse.Namespace, default: str | None) -> None:
@@ -608,6 +620,38 @@ def cmd_manifests_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_manifests_write(args: argparse.Namespace) -> int:
+    from datetime import datetime, time, timezone
+
+    from schemas.settings import load_settings
+    from tasks.generate import write_manifest
+    from tasks.manifests import parse_manifest, verify_manifests
+
+    root = Path(load_settings().manifest_dir).resolve()
+    files = [Path(f).resolve() for f in args.files]
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        if not path.is_relative_to(root):
+            raise UsageError(f"{path}: not under FACTORY_MANIFEST_DIR ({root}); asset URIs are relative to it")
+        if path.suffix not in (".jsonl", ".csv", ".parquet"):
+            raise UsageError(f"{path}: the format is named by the suffix: .jsonl, .csv or .parquet")
+    target = root / f"{args.manifest_id}.json"
+    if target.exists() and not args.replace:
+        raise UsageError(f"{target}: exists (a delivery is a new manifest; --replace to rewrite this one)")
+    produced = args.produced_at or datetime.combine(args.partition, time(23, 59), tzinfo=timezone.utc)
+    written = write_manifest(root, args.manifest_id, args.dataset, args.partition, produced, files)
+    manifest = parse_manifest(written)
+    verify_manifests([manifest], root)  # the same checks every run makes
+    if args.json:
+        _print_json({"path": str(written), "manifest_id": manifest.manifest_id, "records": [
+            a.record_count for a in manifest.assets]})
+    else:
+        print(f"wrote {written}: {manifest.dataset}/{manifest.partition_key}, "
+              f"{sum(a.record_count for a in manifest.assets)} records in {len(manifest.assets)} asset(s)")
+    return EXIT_OK
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tasks.generate import generate_partitions
 
@@ -632,16 +676,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from schemas.datasets import get_dataset
     from schemas.settings import load_settings
     from tasks.database import get_engine, reading
-    from tasks.schema_evolution import evolve, pending_changes
+    from tasks.schema_evolution import applied_contract, evolve, planned_changes, rebuild_silver
 
     spec = get_dataset(args.dataset)
     engine = get_engine(load_settings().database_url)
     if args.schema_command == "status":
         with reading(engine) as conn:
-            changes = pending_changes(conn, spec)
+            held = applied_contract(conn, spec)
+        changes = [] if held is None else planned_changes(held, spec)
         if args.json:
-            _print_json({"dataset": spec.name, "fingerprint": spec.contract_fingerprint,
+            _print_json({"dataset": spec.name, "fingerprint": spec.contract_fingerprint, "tables": held is not None,
                          "pending": [c.as_dict() for c in changes]})
+        elif held is None:
+            print(f"{spec.name}: no tables yet; the first run creates them from the code's contract "
+                  f"({spec.contract_fingerprint})")
         elif not changes:
             print(f"{spec.name}: the tables hold the code's contract ({spec.contract_fingerprint})")
         else:
@@ -649,20 +697,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
             for change in changes:
                 print(f"  {change}: " + ("additive, the next run applies it" if change.additive else
                                          "needs `datafactory schema apply --allow-destructive`"))
-        return EXIT_OK
+        # exit 1: runs are refused until an operator applies a change
+        return EXIT_FAILED if any(not c.additive for c in changes) else EXIT_OK
+    now = datetime.now(timezone.utc)
     with engine.begin() as conn:
-        applied = evolve(conn, spec, datetime.now(timezone.utc), args.operator,
-                         allow_destructive=args.allow_destructive)
+        applied = evolve(conn, spec, now, args.operator, allow_destructive=args.allow_destructive)
+        rebuilt = rebuild_silver(conn, spec, now, args.operator) if args.rebuild else None
     if args.json:
         _print_json({"dataset": spec.name, "fingerprint": spec.contract_fingerprint,
-                     "applied": [c.as_dict() for c in applied]})
-    elif not applied:
-        print(f"{spec.name}: nothing to apply; the tables hold the code's contract")
-    else:
-        print(f"{spec.name}: applied " + "; ".join(str(c) for c in applied))
-        if any(c.additive and c.change == "added" for c in applied) and not args.allow_destructive:
-            print(f"existing rows hold null for the new field(s) until `datafactory backfill --dataset {spec.name} "
-                  "--start D --end D --mode execute --all --reason schema_change` rebuilds them from bronze")
+                     "applied": [c.as_dict() for c in applied], "rebuilt": rebuilt})
+        return EXIT_OK
+    print(f"{spec.name}: applied " + "; ".join(str(c) for c in applied) if applied else
+          f"{spec.name}: nothing to apply; the tables hold the code's contract")
+    if rebuilt:
+        print(f"{spec.name}: {rebuilt}")
+    elif any(c.additive and c.change == "added" for c in applied):
+        print(f"existing rows hold null for the new field(s) until `datafactory schema apply --dataset {spec.name} "
+              "--rebuild` (or a backfill with --reason schema_change) rebuilds them from bronze")
     return EXIT_OK
 
 
@@ -845,6 +896,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate = msub.add_parser("validate", parents=[common], help="validate a manifest file or directory")
     validate.add_argument("path")
     validate.set_defaults(func=cmd_manifests_validate)
+    write = msub.add_parser("write", parents=[common], help="write the manifest of a delivery's files "
+                            "(their sha256 and record counts), in FACTORY_MANIFEST_DIR")
+    write.add_argument("--dataset", type=_dataset, default=None, help=DATASET_HELP)
+    write.add_argument("--partition", type=_date, required=True, help="the delivery day, YYYY-MM-DD")
+    write.add_argument("--manifest-id", type=_manifest_id, required=True)
+    write.add_argument("--produced-at", type=_timestamp, default=None,
+                       help="ISO-8601 UTC (default: the partition day, 23:59 UTC)")
+    write.add_argument("--replace", action="store_true", help="rewrite an existing manifest of that id")
+    write.add_argument("files", nargs="+", help=".jsonl, .csv or .parquet files under FACTORY_MANIFEST_DIR")
+    write.set_defaults(func=cmd_manifests_write)
 
     generate = sub.add_parser("generate", parents=[common], help="write synthetic partitions (benchmarks)")
     generate.add_argument("--days", type=_bounded(1, 10_000), default=1)
@@ -869,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema_apply.add_argument("--allow-destructive", action="store_true",
                               help="also fields removed, kinds changed, new required fields: silver is rebuilt "
                                    "from bronze under the new contract")
+    schema_apply.add_argument("--rebuild", action="store_true",
+                              help="then rebuild every silver row from bronze's payloads (fills a field added "
+                                   "since the rows were written, whatever their partition's state)")
     schema_apply.add_argument("--operator", type=_operator, default="cli")
     schema_apply.set_defaults(func=cmd_schema)
 

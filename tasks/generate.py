@@ -11,14 +11,15 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
-from schemas.datasets import SyntheticData, get_dataset
+from schemas.datasets import DATASETS, SyntheticData, get_dataset
 from schemas.kinds import FieldKind
 from tasks.read import count_records
 
 
 def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition_key: date,
                    produced_at: datetime, assets: Iterable[Path], modality: str = "text") -> Path:
-    """A manifest declaring files under `manifest_dir`, with their real sha256 and record counts."""
+    """A manifest declaring files under `manifest_dir`, with their real sha256 and record counts, at the
+    dataset's newest schema version."""
     described = []
     for path in assets:
         data = path.read_bytes()
@@ -34,7 +35,7 @@ def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition
         "dataset": dataset,
         "modality": modality,
         "partition_key": partition_key.isoformat(),
-        "schema_version": "1",
+        "schema_version": get_dataset(dataset).schema_versions[-1] if dataset in DATASETS else "1",
         "produced_at": produced_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "assets": described,
     }

@@ -475,26 +475,48 @@ def _restore_nul(cell: str) -> str:
     return cell.replace(_NUL_STANDIN, "\x00")
 
 
+def csv_record(spec: DatasetSpec, cells: dict[str, str]) -> dict[str, Any]:
+    """A CSV row's cells (by header, as text) read as the contract's kinds spell them (schemas/kinds.py):
+    an empty cell is null where the contract allows null, an empty list for a list, '' for a required
+    string, and otherwise null (then the record breaks the contract for that field); a cell of no contract
+    field stays text, an empty one null."""
+    fields = {f.name: f for f in spec.fields}
+    obj: dict[str, Any] = {}
+    for name, cell in cells.items():
+        field = fields.get(name)
+        if field is None:
+            obj[name] = cell if cell != "" else None
+        elif cell == "":
+            obj[name] = field.rules.empty_cell(field.nullable)
+        else:
+            obj[name] = field.rules.from_cell(cell)
+    return obj
+
+
+def csv_payload(cells: dict[str, str]) -> str:
+    """What bronze keeps of a CSV row: its cells by header, as delivered text, in a one-element JSON array.
+    No JSON record is an array, so a payload says which rule reads it: a later contract reads the cells
+    exactly as a new delivery of the file would be read."""
+    return json.dumps([cells])
+
+
+def payload_record(spec: DatasetSpec, payload: str, parsed: Any) -> dict[str, Any]:
+    """The record a stored payload holds under the code's contract: a JSON object as it is; a CSV row's
+    cells read by `csv_record`."""
+    if isinstance(parsed, list):
+        return csv_record(spec, parsed[0])
+    return exact_decimals(spec, payload, parsed)
+
+
 def _csv_rows(data: bytes, spec: DatasetSpec) -> Iterator[Parsed]:
-    """CSV rows as objects, each cell read as its field's kind spells it (schemas/kinds.py): an empty cell
-    is null where the contract allows null, an empty list for a list, '' for a required string, and
-    otherwise null (then the record breaks the contract for that field)."""
-    kinds = {f.name: f for f in spec.fields}
+    """CSV rows as records (`csv_record`), each with its cells as the stored payload (`csv_payload`)."""
     header, records = csv_table(data)
     for line_number, cells, raw in records:
         if isinstance(cells, str):
             yield line_number, raw, cells
             continue
-        obj: dict[str, Any] = {}
-        for name, cell in zip(header, cells):
-            field = kinds.get(name)
-            if field is None:
-                obj[name] = cell
-            elif cell == "":
-                obj[name] = field.rules.empty_cell(field.nullable)
-            else:
-                obj[name] = field.rules.from_cell(cell)
-        yield line_number, json.dumps(obj), obj
+        by_header = dict(zip(header, cells))
+        yield line_number, csv_payload(by_header), csv_record(spec, by_header)
 
 
 def _parquet_rows(data: bytes) -> Iterator[Parsed]:

@@ -244,6 +244,16 @@ def rebuild_silver_table(conn: Connection, spec: DatasetSpec, now: datetime) -> 
     return f"silver rebuilt from bronze ({entities} entities)"
 
 
+def rebuild_silver(conn: Connection, spec: DatasetSpec, now: datetime, operator: str) -> str:
+    """`schema apply --rebuild`: every silver row recomputed from bronze under the code's contract, and
+    the decision logged."""
+    how = rebuild_silver_table(conn, spec, now)
+    conn.execute(insert(decision_log).values(
+        decided_at=now, action=SCHEMA_CHANGE_ACTION, reason_code="schema_change", operator=operator,
+        dataset=spec.name, partition_key="*", outcome="applied", detail=how))
+    return how
+
+
 def rebuild_entities(conn: Connection, spec: DatasetSpec, keys: list[str]) -> None:
     """Silver rows of these entities recomputed from bronze (the rows of `backfill --reason schema_change`)."""
     table = silver_table(spec)

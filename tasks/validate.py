@@ -17,7 +17,7 @@ from schemas.kinds import CANONICAL_TS
 from schemas.reason_codes import QuarantineReason
 from tasks.dedup import take
 from tasks.errors import ContractDefinitionError, printable
-from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, exact_decimals, raw_schema
+from tasks.read import QUARANTINE_SCHEMA, RawBatch, columns_from_objects, payload_record, raw_schema
 HASH_CHUNK_ROWS = 100_000
 
 
@@ -130,7 +130,7 @@ def typed_events(spec: DatasetSpec, typed: pl.DataFrame) -> pl.DataFrame:
 def typed_from_payloads(spec: DatasetSpec, payloads: list[str], keep_errors: bool = False) -> pl.DataFrame:
     """Typed fields of already-accepted raw payloads (bronze keeps the payload, silver needs the fields);
     with `keep_errors`, what did not parse under the code's contract in `_type_errors`."""
-    objects = [exact_decimals(spec, p, orjson.loads(p)) for p in payloads]
+    objects = [payload_record(spec, p, orjson.loads(p)) for p in payloads]
     columns, type_errors = columns_from_objects(spec, objects)
     frame = pl.DataFrame(columns, schema=raw_schema(spec)).with_columns(
         pl.Series("_type_errors", type_errors, dtype=pl.String))

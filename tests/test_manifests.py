@@ -110,3 +110,19 @@ def test_an_asset_verified_before_is_not_read_again_until_it_changes(sample_dir:
     with pytest.raises(InputError) as err:
         partition_manifests(sample_dir, "tickets", D14)
     assert (reads, err.value.reason_code) == ([1], "source_fingerprint_changed")
+
+
+def test_manifests_write_declares_a_deliverys_files_as_every_run_checks_them(
+        sample_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from tests.helpers import cli
+
+    source = sample_dir / "sources" / "mine" / "events.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text((sample_dir / "sources/orders/2026-04-17/orders-b.csv").read_text())
+    code, out, _ = cli(monkeypatch, capsys, sample_dir.parent, "manifests", "write", "--dataset", "orders",
+                       "--partition", "2026-04-18", "--manifest-id", "mine-1", str(source))
+    assert (code, out.strip()) == (0, f"wrote {sample_dir.resolve() / 'mine-1.json'}: orders/2026-04-18, "
+                                      "3 records in 1 asset(s)")
+    [manifest] = partition_manifests(sample_dir, "orders", date(2026, 4, 18))
+    assert (manifest.assets[0].uri, manifest.assets[0].format, manifest.schema_version) == (
+        "sources/mine/events.csv", "csv", "1")

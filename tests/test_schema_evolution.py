@@ -235,3 +235,59 @@ def test_the_documented_backfill_fills_old_rows_through_the_cli(warehouse_url: s
     assert code == 0, out + err
     assert _coupons(warehouse_url) == {"ORD-000001": "SPRING", "ORD-000002": "SUMMER"}
     assert _changes(warehouse_url) == [("coupon", "added", "string null")]
+
+
+def test_a_csv_delivery_reads_the_same_from_bronze_after_a_change_as_from_its_file(
+        warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bronze keeps a CSV row's cells as delivered: a field added later reads from bronze as a new delivery
+    of the file would read it (an empty cell is null, "1.5" a float), so the schema_change rerun finds the
+    same events (no conflicting copies) and fills silver with the file's values."""
+    import csv as csv_module
+    import io
+
+    root = tmp_path / "deliveries"
+    header = ["event_id", "order_id", "customer_id", "amount", "currency", "status", "item_count", "is_gift",
+              "order_date", "updated_at", "weight_kg", "tags", "attributes", "coupon", "discount"]
+    rows = [["E-1", "ORD-000001", "c", "10.00", "EUR", "paid", "1", "false", "2026-04-14", "2026-04-14T01:00:00Z",
+             "", "[]", "", "", "1.5"],
+            ["E-2", "ORD-000002", "c", "11.00", "EUR", "paid", "2", "true", "2026-04-14", "2026-04-14T02:00:00Z",
+             "2.5", "[]", "", "X", ""]]
+    out = io.StringIO()
+    csv_module.writer(out, lineterminator="\n").writerows([header, *rows])
+    source = root / "sources" / "orders.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(out.getvalue())
+    write_manifest(root, "o-csv", "orders", D1, datetime(2026, 4, 14, 23, tzinfo=timezone.utc), [source])
+    ingest(warehouse_url, root, D1, dataset="orders")
+
+    class WithCouponAndDiscount(OrderEvent):
+        coupon: str = pa.Field(nullable=True)
+        discount: float = pa.Field(nullable=True)
+
+    _use(monkeypatch, replace(ORDERS, model=WithCouponAndDiscount))
+    result, rejected = ingest(warehouse_url, root, D1, dataset="orders", force=True, reason="schema_change")
+    assert (result.bronze_existing, result.conflicting, rejected) == (2, 0, 0)
+    assert {k: (v["coupon"], v["discount"]) for k, v in silver_rows(warehouse_url, "orders").items()} == {
+        "ORD-000001": (None, 1.5), "ORD-000002": ("X", None)}
+
+
+def test_schema_apply_rebuild_fills_every_old_row_whatever_its_partitions_state(
+        warehouse_url: str, orders_delivered: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    _use(monkeypatch, _with_coupon(nullable=True))
+    env = {"FACTORY_DATABASE_URL": warehouse_url, "FACTORY_MANIFEST_DIR": str(orders_delivered)}
+    workspace = orders_delivered.parent
+    code, out, _ = cli(monkeypatch, capsys, workspace, "schema", "apply", "--dataset", "orders", "--rebuild", env=env)
+    assert (code, out.splitlines()) == (0, ["orders: applied 'coupon' added (string null)",
+                                            "orders: silver rebuilt from bronze (2 entities)"])
+    assert _coupons(warehouse_url) == {"ORD-000001": "SPRING", "ORD-000002": "SUMMER"}
+
+
+def test_schema_status_exits_1_while_a_change_waits_for_an_operator(
+        warehouse_url: str, orders_delivered: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    _use(monkeypatch, _with_coupon(nullable=False))
+    env = {"FACTORY_DATABASE_URL": warehouse_url, "FACTORY_MANIFEST_DIR": str(orders_delivered)}
+    code, out, _ = cli(monkeypatch, capsys, orders_delivered.parent, "schema", "status", "--dataset", "orders", env=env)
+    assert (code, out.splitlines()[1:]) == (1, ["  'coupon' added (string): needs `datafactory schema apply "
+                                                "--allow-destructive`"])
