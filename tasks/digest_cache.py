@@ -10,9 +10,11 @@ that cannot be opened or written is simply no cache.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -37,18 +39,30 @@ def _key(path: Path, fmt: str) -> str | None:
     return f"{path.resolve()}\0{fmt}\0{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
 
+_OPEN: dict[Path, sqlite3.Connection] = {}
+_LOCK = threading.Lock()
+
+
 def _open() -> sqlite3.Connection | None:
+    """The process's connection to the cache (one per location: a manifest of thousands of assets must
+    not open a file per asset). A cache may lose its last writes in a crash, so it does not wait for the
+    disk (synchronous=OFF): a lost entry is one more read."""
     location = _location()
     if location is None:
         return None
+    if location in _OPEN:
+        return _OPEN[location]
     try:
         location.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(location, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(location, timeout=5, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
         conn.execute("CREATE TABLE IF NOT EXISTS digest (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
                      "records INTEGER NOT NULL, used REAL NOT NULL)")
-        return conn
     except (OSError, sqlite3.Error):
         return None
+    _OPEN[location] = conn
+    return conn
 
 
 def remembered(path: Path, fmt: str) -> tuple[str | None, tuple[str, int] | None]:
@@ -59,25 +73,51 @@ def remembered(path: Path, fmt: str) -> tuple[str | None, tuple[str, int] | None
     if conn is None:
         return key, None
     try:
-        row = conn.execute("SELECT sha256, records FROM digest WHERE key = ?", (key,)).fetchone()
+        with _LOCK:
+            if key in _PENDING:
+                return key, (_PENDING[key][1], _PENDING[key][2])
+            row = conn.execute("SELECT sha256, records FROM digest WHERE key = ?", (key,)).fetchone()
         return key, ((str(row[0]), int(row[1])) if row else None)
     except sqlite3.Error:
         return key, None
-    finally:
-        conn.close()
+
+
+_PENDING: dict[str, tuple[str, str, int, float]] = {}  # key -> entry, not written yet
+FLUSH_EVERY = 1_000
 
 
 def remember(key: str | None, sha256: str, records: int) -> None:
-    """Record what reading the file found, under the key it had before it was read."""
-    conn = _open() if key else None
-    if conn is None:
+    """Record what reading the file found, under the key it had before it was read. Written in batches
+    (`flush`, called when a verification ends, and at exit): one transaction per thousand assets, not one
+    per asset."""
+    if key is None or _location() is None:
         return
-    try:
-        conn.execute("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?)", (key, sha256, records, time.time()))
-        if random.random() < 0.01:  # now and then, forget the least recently verified beyond the cap
-            conn.execute("DELETE FROM digest WHERE key NOT IN (SELECT key FROM digest ORDER BY used DESC LIMIT ?)",
-                         (MAX_ENTRIES,))
-    except sqlite3.Error:
-        pass
-    finally:
-        conn.close()
+    with _LOCK:
+        _PENDING[key] = (key, sha256, records, time.time())
+        full = len(_PENDING) >= FLUSH_EVERY
+    if full:
+        flush()
+
+
+def flush() -> None:
+    conn = _open()
+    with _LOCK:
+        entries = list(_PENDING.values())
+        _PENDING.clear()
+        if conn is None or not entries:
+            return
+        try:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?)", entries)
+            if random.random() < 0.05:  # now and then, forget the least recently verified beyond the cap
+                conn.execute("DELETE FROM digest WHERE key NOT IN (SELECT key FROM digest ORDER BY used DESC LIMIT ?)",
+                             (MAX_ENTRIES,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+atexit.register(flush)

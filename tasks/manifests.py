@@ -382,11 +382,14 @@ def verify_asset(manifest: SourceManifest, index: int, path: Path, accept_change
 def verify_manifests(manifests: list[SourceManifest], root: Path, accept_changed: bool = False) -> list[SourceManifest]:
     """Every asset of every manifest verified (fetched first when on S3); the manifests as they are now."""
     verified = []
-    with asset_files(manifests, root) as paths:
-        for manifest in manifests:
-            assets = tuple(verify_asset(manifest, index, paths[(manifest.manifest_id, index)], accept_changed)
-                           for index in range(len(manifest.assets)))
-            verified.append(manifest.model_copy(update={"assets": assets}))
+    try:
+        with asset_files(manifests, root) as paths:
+            for manifest in manifests:
+                assets = tuple(verify_asset(manifest, index, paths[(manifest.manifest_id, index)], accept_changed)
+                               for index in range(len(manifest.assets)))
+                verified.append(manifest.model_copy(update={"assets": assets}))
+    finally:
+        digest_cache.flush()  # what was verified is remembered, in one write
     return verified
 
 
