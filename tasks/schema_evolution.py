@@ -32,21 +32,18 @@ from sqlalchemy import (
     MetaData,
     Table,
     delete,
-    exists,
     insert,
     inspect,
-    literal,
     select,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.schema import CreateTable, DropTable
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
-from schemas.datasets import DatasetSpec, describe_fields
+from schemas.datasets import DatasetSpec, contract_fingerprint, describe_fields
 from schemas.tables import (
     LINEAGE_COLUMNS,
     bronze_table,
@@ -59,6 +56,7 @@ from schemas.tables import (
 )
 from tasks.errors import SchemaMismatchError
 from tasks.sql import drop_temp
+from tasks.silver import REBUILD_CHUNK, winners_from_bronze
 from tasks.staging import bulk_load, stage, stage_keys
 from tasks.validate import typed_events, typed_from_payloads
 
@@ -66,7 +64,6 @@ ADDED, REMOVED, KIND_CHANGED = "added", "removed", "kind_changed"
 NOW_REQUIRED, NOW_NULLABLE = "now_required", "now_nullable"
 UNRECORDED = "unrecorded"  # a column release 0.1 made that the code no longer declares
 SCHEMA_CHANGE_ACTION = "schema_change"
-REBUILD_CHUNK = 5_000  # entities rebuilt from bronze at a time
 
 
 @dataclass(frozen=True)
@@ -187,7 +184,7 @@ def evolve(conn: Connection, spec: DatasetSpec, now: datetime, operator: str, ru
         how = _alter_in_place(conn, spec, table, changes)
     rehash(conn, spec, now)
     _record_contract(conn, spec, now)
-    old, new = _fingerprint(held), spec.contract_fingerprint
+    old, new = contract_fingerprint(held), spec.contract_fingerprint
     for change in changes:
         conn.execute(insert(schema_change).values(
             dataset=spec.name, field=change.field, change=change.change, before=change.before, after=change.after,
@@ -266,30 +263,6 @@ def rebuild_entities(conn: Connection, spec: DatasetSpec, keys: list[str]) -> No
             bulk_load(conn, table, rows.drop("_type_errors"))
 
 
-def winners_from_bronze(conn: Connection, spec: DatasetSpec, keys: list[str]) -> pl.DataFrame:
-    """Each of these entities' greatest bronze event, as silver rows under the code's contract (with the
-    parse errors of each, `_type_errors`)."""
-    touched = stage_keys(conn, "_stg_touched", keys)
-    entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
-    b = bronze_table(spec)
-    n = b.alias("newer")
-    outranked = exists(select(literal(1)).select_from(n).where(
-        n.c[entity] == b.c[entity], tuple_(n.c[order], n.c[key]) > tuple_(b.c[order], b.c[key])))
-    rows = conn.execute(select(b.c._raw_payload, b.c._partition_key, b.c._batch_id, b.c._manifest_id,
-                               b.c._ingested_at).select_from(b.join(touched, b.c[entity] == touched.c.event_id))
-                        .where(~outranked)).all()
-    drop_temp(conn, touched.name)
-    typed = typed_from_payloads(spec, [r._raw_payload for r in rows], keep_errors=True)
-    return typed.select(
-        *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
-        pl.Series("_partition_key", [r._partition_key for r in rows], dtype=pl.String),
-        pl.Series("_batch_id", [r._batch_id for r in rows], dtype=pl.String),
-        pl.Series("_manifest_id", [r._manifest_id for r in rows], dtype=pl.String),
-        pl.Series("_ingested_at", [r._ingested_at for r in rows], dtype=pl.Datetime("us", "UTC")),
-        pl.col("_type_errors"),
-    )
-
-
 def _refuse_unfit(spec: DatasetSpec, rows: pl.DataFrame) -> None:
     required = [spec.silver_name(f.name) for f in spec.fields if not f.nullable]
     unfit = rows.filter(pl.col("_type_errors").is_not_null() | pl.any_horizontal(pl.col(required).is_null()))
@@ -336,10 +309,6 @@ def _record_contract(conn: Connection, spec: DatasetSpec, now: datetime) -> None
     if not found:
         conn.execute(insert(dataset_contract).values(dataset=spec.name, fingerprint=spec.contract_fingerprint,
                                                      fields=fields, applied_at=now))
-
-
-def _fingerprint(held: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps([[k, v] for k, v in held.items()]).encode()).hexdigest()[:16]
 
 
 def _entity_chunks(conn: Connection, spec: DatasetSpec) -> Iterator[list[str]]:

@@ -10,7 +10,21 @@ from typing import Any
 
 import polars as pl
 
-from sqlalchemy import ColumnElement, Connection, FromClause, Table, and_, case, delete, func, select, true, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.exc import IntegrityError
 
 from schemas.datasets import DatasetSpec
@@ -20,8 +34,8 @@ from tasks.errors import TransientError
 from tasks.ledger import RunIdentity
 from tasks.merging import Merging
 from tasks.processes import private_folder
-from tasks.sql import insert_for
-from tasks.staging import bulk_load, stage
+from tasks.sql import drop_temp, insert_for
+from tasks.staging import bulk_load, stage, stage_keys
 from tasks.validate import typed_from_payloads
 
 
@@ -178,28 +192,42 @@ def upsert_silver(conn: Connection, spec: DatasetSpec, staged: Table) -> None:
         where=newer(spec, insert.excluded, table)))
 
 
+REBUILD_CHUNK = 5_000  # entities rebuilt from bronze at a time
+
+
 def rebuild_silver(conn: Connection, spec: DatasetSpec, entities: list[str], now: datetime) -> None:
     """Recompute silver rows of some entities from bronze: the greatest event of each, or no row."""
     if not entities:
         return
+    table = silver_table(spec)
+    for offset in range(0, len(entities), REBUILD_CHUNK):
+        chunk = entities[offset: offset + REBUILD_CHUNK]
+        conn.execute(delete(table).where(table.c[spec.entity_key].in_(chunk)))
+        rows = winners_from_bronze(conn, spec, chunk)
+        if rows.height:
+            bulk_load(conn, table, rows.drop("_type_errors").with_columns(
+                pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at")))
+
+
+def winners_from_bronze(conn: Connection, spec: DatasetSpec, keys: list[str]) -> pl.DataFrame:
+    """Each of these entities' greatest bronze event, as silver rows under the code's contract (with the
+    parse errors of each, `_type_errors`)."""
+    touched = stage_keys(conn, "_stg_touched", keys)
     entity, order, key = spec.entity_key, spec.ordering_column, spec.event_key
-    table, bronze = silver_table(spec), bronze_table(spec)
-    winners = []
-    for value in entities:
-        conn.execute(delete(table).where(table.c[entity] == value))
-        row = conn.execute(
-            select(bronze.c._raw_payload, bronze.c._partition_key, bronze.c._batch_id, bronze.c._manifest_id)
-            .where(bronze.c[entity] == value).order_by(bronze.c[order].desc(), bronze.c[key].desc()).limit(1)).first()
-        if row is not None:
-            winners.append(row)
-    if not winners:
-        return
-    typed = typed_from_payloads(spec, [w._raw_payload for w in winners])
-    rows = typed.select(
+    b = bronze_table(spec)
+    n = b.alias("newer")
+    outranked = exists(select(literal(1)).select_from(n).where(
+        n.c[entity] == b.c[entity], tuple_(n.c[order], n.c[key]) > tuple_(b.c[order], b.c[key])))
+    rows = conn.execute(select(b.c._raw_payload, b.c._partition_key, b.c._batch_id, b.c._manifest_id,
+                               b.c._ingested_at).select_from(b.join(touched, b.c[entity] == touched.c.event_id))
+                        .where(~outranked)).all()
+    drop_temp(conn, touched.name)
+    typed = typed_from_payloads(spec, [r._raw_payload for r in rows], keep_errors=True)
+    return typed.select(
         *[pl.col(f.name).alias(spec.silver_name(f.name)) for f in spec.fields],
-        pl.Series("_partition_key", [w._partition_key for w in winners], dtype=pl.String),
-        pl.Series("_batch_id", [w._batch_id for w in winners], dtype=pl.String),
-        pl.Series("_manifest_id", [w._manifest_id for w in winners], dtype=pl.String),
-        pl.lit(now).dt.convert_time_zone("UTC").alias("_ingested_at"),
+        pl.Series("_partition_key", [r._partition_key for r in rows], dtype=pl.String),
+        pl.Series("_batch_id", [r._batch_id for r in rows], dtype=pl.String),
+        pl.Series("_manifest_id", [r._manifest_id for r in rows], dtype=pl.String),
+        pl.Series("_ingested_at", [r._ingested_at for r in rows], dtype=pl.Datetime("us", "UTC")),
+        pl.col("_type_errors"),
     )
-    bulk_load(conn, table, rows)

@@ -291,3 +291,28 @@ def test_schema_status_exits_1_while_a_change_waits_for_an_operator(
     code, out, _ = cli(monkeypatch, capsys, orders_delivered.parent, "schema", "status", "--dataset", "orders", env=env)
     assert (code, out.splitlines()[1:]) == (1, ["  'coupon' added (string): needs `datafactory schema apply "
                                                 "--allow-destructive`"])
+
+
+def test_an_apply_that_dies_midway_leaves_the_tables_as_they_were(
+        warehouse_url: str, orders_delivered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault after silver was dropped and recreated, before it is filled: the transaction rolls back,
+    silver keeps its rows and columns, nothing is logged, and the apply run again succeeds."""
+    import tasks.schema_evolution as evolution
+
+    spec = _with_coupon(nullable=False)
+    _use(monkeypatch, spec)
+
+    def dies(*_: object) -> None:
+        raise RuntimeError("killed between the new table and its rows")
+
+    monkeypatch.setattr(evolution, "winners_from_bronze", dies)
+    with pytest.raises(RuntimeError):
+        with get_engine(warehouse_url).begin() as conn:
+            evolve(conn, spec, datetime.now(timezone.utc), "test", allow_destructive=True)
+    keys, columns = _silver_columns(warehouse_url)
+    assert keys == ["ORD-000001", "ORD-000002"] and "coupon" not in columns and _changes(warehouse_url) == []
+    monkeypatch.undo()
+    _use(monkeypatch, spec)
+    with get_engine(warehouse_url).begin() as conn:
+        evolve(conn, spec, datetime.now(timezone.utc), "test", allow_destructive=True)
+    assert _coupons(warehouse_url) == {"ORD-000001": "SPRING", "ORD-000002": "SUMMER"}

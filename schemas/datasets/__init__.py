@@ -150,8 +150,13 @@ class DatasetSpec:
     @cached_property
     def contract_fingerprint(self) -> str:
         """The fields as the warehouse holds them (name, kind, nullability): changes when a table must."""
-        shape = [[f.name, f.describe()] for f in self.fields]
-        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+        return contract_fingerprint(describe_fields(self))
+
+
+def contract_fingerprint(fields: dict[str, str]) -> str:
+    """The fingerprint of a contract as FieldSpec.describe() names its fields (the code's, or the one the
+    warehouse's tables hold): equal exactly when the tables would be."""
+    return hashlib.sha256(json.dumps([[name, kind] for name, kind in fields.items()]).encode()).hexdigest()[:16]
 
 
 def _discover() -> dict[str, DatasetSpec]:
