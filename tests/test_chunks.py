@@ -24,7 +24,6 @@ from tasks.generate import realistic_lines, write_lines, write_manifest
 from tasks.lake import Lake, read_files
 from tasks.lake_state import current_record
 from tasks.manifests import asset_files, partition_manifests, read_manifests
-from tasks.processes import process_alive
 from tasks.read import BOM, count_jsonl_lines, count_jsonl_records, jsonl_blocks, read_chunks
 from tasks.silver import SPILL_PREFIX
 from tasks.storage import open_storage
@@ -133,10 +132,19 @@ def test_file_blocks_split_no_line_and_count_what_the_reader_reads(content: byte
     assert sum(count_jsonl_lines(block) for _, block in blocks) == count_jsonl_records(content) == naive
 
 
-def _dead_spills() -> list[Path]:
-    """Spill folders whose process is gone (live ones belong to other tests running now)."""
-    return [folder for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*")
-            if not process_alive(int(folder.name.removeprefix(SPILL_PREFIX).split("-")[0]))]
+@pytest.fixture
+def own_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp folder for this test and the processes it starts: a run killed by a test on the other
+    xdist worker must not leave its spill where this test looks for leftovers."""
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _spills_left(temp: Path) -> list[Path]:
+    return sorted(temp.glob(f"{SPILL_PREFIX}*"))
 
 
 # between two chunks' writes (the second chunk spills the silver candidates), and after the last
@@ -146,7 +154,8 @@ CHUNK_BOUNDARIES = ["tasks.warehouse:_write_chunk:after:2", "tasks.silver:Silver
 
 @pytest.mark.parametrize("boundary", CHUNK_BOUNDARIES)
 def test_a_run_failing_between_chunks_converges_when_rerun(warehouse_url: str, sample_dir: Path, tmp_path: Path,
-                                                           boundary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           boundary: str, monkeypatch: pytest.MonkeyPatch,
+                                                           own_temp: Path) -> None:
     lake = Lake(open_storage(str(tmp_path / "lake")), retention=3)
     for day in (D14, D16):
         commit(warehouse_url, sample_dir, day, lake=lake, chunk_bytes=FEW_LINES)
@@ -156,12 +165,12 @@ def test_a_run_failing_between_chunks_converges_when_rerun(warehouse_url: str, s
             commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
     commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
     assert_converged(warehouse_url, lake, sample_dir)
-    assert _dead_spills() == []
+    assert _spills_left(own_temp) == []
 
 
 @pytest.mark.parametrize("boundary", CHUNK_BOUNDARIES[:2])
 def test_a_run_killed_between_chunks_converges_when_rerun(warehouse_url: str, sample_dir: Path, tmp_path: Path,
-                                                          boundary: str) -> None:
+                                                          boundary: str, own_temp: Path) -> None:
     lake = Lake(open_storage(str(tmp_path / "lake")), retention=3)
     for day in (D14, D16):
         commit(warehouse_url, sample_dir, day, lake=lake, chunk_bytes=FEW_LINES)
@@ -171,4 +180,4 @@ def test_a_run_killed_between_chunks_converges_when_rerun(warehouse_url: str, sa
     assert killed.returncode == -9, killed.stderr
     commit(warehouse_url, sample_dir, D17, lake=lake, chunk_bytes=FEW_LINES)
     assert_converged(warehouse_url, lake, sample_dir)
-    assert _dead_spills() == []
+    assert _spills_left(own_temp) == []
