@@ -101,10 +101,10 @@ def _steps_in_one_task(declared: list[SourceManifest]) -> Steps:
       retry_condition_fn=retry_on_transient)
 def ingest_partition_task(settings: FactorySettings, dataset: str, partition_key: date,
                           declared: list[SourceManifest], reason_code: str, force: bool,
-                          operator: str) -> PartitionSummary:
-    """One partition of a backfill as one task run (materializing its tables), retried when the failure
-    was transient; its ledger rows name the backfill's flow run."""
-    return ingest_partition(settings, dataset, partition_key, _steps_in_one_task(declared), action=Action.BACKFILL,
+                          operator: str, action: str = Action.BACKFILL.value) -> PartitionSummary:
+    """One partition of a backfill (or a pull) as one task run (materializing its tables), retried when
+    the failure was transient; its ledger rows name the calling flow run."""
+    return ingest_partition(settings, dataset, partition_key, _steps_in_one_task(declared), action=Action(action),
                             reason_code=ActionReason(reason_code), force=force, operator=operator)
 
 
@@ -200,7 +200,7 @@ def backfill_flow(
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
-    manifests = discover_manifests(Path(settings.manifest_dir))
+    manifests = discover_manifests(settings.manifest_root(dataset))
     mode = Mode(mode)
     plan_path, plan = write_plan(
         Path(settings.report_dir), dataset, start, end, mode.value, only_gaps, operator,

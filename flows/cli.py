@@ -102,7 +102,8 @@ def _dataset(name: str) -> str:
 
 
 # commands that read or write one dataset; `demo` and `verify` take every dataset when none is named
-_ONE_DATASET = {"run", "backfill", "status", "checks", "evidence", "restore", "lake", "generate", "schema", "manifests"}
+_ONE_DATASET = {"run", "backfill", "status", "checks", "evidence", "restore", "lake", "generate", "schema", "manifests",
+                "pull", "cursors"}
 
 
 def _choose_dataset(args: argparse.Namespace, default: str | None) -> None:
@@ -224,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     partition = args.partition or settings.default_partition
-    manifests = partition_manifests(Path(settings.manifest_dir), args.dataset, partition)  # bad input fails here
+    manifests = partition_manifests(settings.manifest_root(args.dataset), args.dataset, partition)  # bad input fails here
     _preflight(args.mode)
     summary = _run_or_skip(manifests, args.dataset, partition, args.mode, args.action, args.reason, args.force,
                            args.operator)
@@ -241,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.pull_commands import demo_fixture, demo_pulls, print_pull
     from schemas.datasets import DATASETS
     from schemas.settings import load_settings
     from tasks.manifests import discover_manifests, partition_manifests
@@ -248,9 +250,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings()
     declared: dict[str, list[date]] = {}
     for m in discover_manifests(Path(settings.manifest_dir)):
-        if args.dataset in (None, m.dataset) and m.dataset in DATASETS:
+        if args.dataset in (None, m.dataset) and m.dataset in DATASETS and not DATASETS[m.dataset].pulled:
             declared.setdefault(m.dataset, []).append(m.partition_key)
-    if not declared:
+    pulled = [name for name in sorted(DATASETS) if args.dataset in (None, name) and demo_fixture(name) is not None]
+    if not declared and not pulled:
         raise UsageError(f"{settings.manifest_dir}: no manifests for dataset {args.dataset or 'any registered dataset'}")
     _preflight()
     results, held = [], []
@@ -262,9 +265,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         missing = [d for d in window if d not in days]
         results.append((dataset, summaries, missing))
         held += [f"{dataset}/{s.partition_key}" for s in summaries if s.status == "held"]
+    pulls = {dataset: demo_pulls(dataset, args.operator) for dataset in pulled}
+    held += sorted({f"{dataset}/{p.partition_key}" for dataset, runs in pulls.items() for _, pull in runs
+                    for p in pull.partitions if p.status == "held"})
     if args.json:
-        _print_json({dataset: {"partitions": [_summary_json(s) for s in summaries],
-                               "no_input": [d.isoformat() for d in missing]} for dataset, summaries, missing in results})
+        _print_json({**{dataset: {"partitions": [_summary_json(s) for s in summaries],
+                                  "no_input": [d.isoformat() for d in missing]} for dataset, summaries, missing in results},
+                     **{dataset: {"pulls": [pull.model_dump(mode="json") for _, pull in runs]}
+                        for dataset, runs in pulls.items()}})
         return EXIT_OK
     from sqlalchemy.engine import make_url
 
@@ -279,11 +287,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         verdicts = "\n".join(line for summary in summaries for line in _verdict_lines(summary))
         if verdicts:
             print("\n" + verdicts)
+    for dataset, runs in pulls.items():
+        print(f"\ndataset {dataset} (pulled from a JSON API the demo serves on loopback: data/api/{dataset}.json)")
+        for label, pull in runs:
+            print(f"\n{label}")
+            print_pull(pull)
     print(f"\nEvidence: {report / 'run_evidence'}/<dataset>/<partition>/<run>.json; "
           f"delivery summary: {report / 'delivery_summary.md'}; lake: {settings.lake_url}/<dataset>/dt=<partition>/")
     print("Next: `datafactory status --dataset tickets`, `datafactory checks --dataset tickets --partition 2026-04-16`, "
-          "`datafactory evidence --dataset orders --partition 2026-04-17`; run the demo again and every partition "
-          "is a skip.")
+          "`datafactory evidence --dataset orders --partition 2026-04-17`, `datafactory cursors --dataset customers`; "
+          "run the demo again and every partition is a skip, every pull finds nothing new.")
     if held:
         print(f"{len(held)} partition(s) held: " + ", ".join(held))
     return EXIT_FAILED if held else EXIT_OK
@@ -390,9 +403,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tasks.manifests import find_manifest, verify_manifests
 
     settings = load_settings()
-    manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id)
+    manifest = find_manifest(Path(settings.manifest_dir), args.manifest_id, Path(settings.landing_dir))
     # a changed file fails here, cleanly, before any flow runs
-    verify_manifests([manifest], Path(settings.manifest_dir), args.accept_changed)
+    verify_manifests([manifest], settings.manifest_root(manifest.dataset), args.accept_changed)
     _preflight("dry-run")  # a replay writes no snapshot: only the report folder must be writable
     from flows.partition import summary_of
 
@@ -413,7 +426,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tasks.status import partition_status
 
     settings = load_settings()
-    declared = {m.partition_key for m in discover_manifests(Path(settings.manifest_dir)) if m.dataset == args.dataset}
+    declared = {m.partition_key for m in discover_manifests(settings.manifest_root(args.dataset))
+                if m.dataset == args.dataset}
     from tasks.report import calendar_strip, status_counts
 
     rows = partition_status(get_engine(settings.database_url), args.dataset, declared, args.start, args.end)
@@ -595,7 +609,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     """What needs attention; exit 1 when anything does. Reads the ledger directly: no flow run needed."""
     from tasks.health import health_markdown, health_report
 
-    report = health_report(args.days, args.stale_minutes, args.max_attempts, args.quarantine_spike)
+    report = health_report(args.days, args.stale_minutes, args.max_attempts, args.quarantine_spike,
+                           args.stagnant_hours, args.silent_hours)
     if args.json:
         _print_json(report)
     else:
@@ -828,6 +843,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "needs the dask extra)")
     backfill.set_defaults(func=cmd_backfill)
 
+    from flows.pull_commands import add_parsers as add_pull_parsers
+
+    add_pull_parsers(sub, common, _dataset, _date, _operator, [r.value for r in ActionReason], DATASET_HELP)
+
     replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")
     replay.add_argument("--manifest-id", type=_manifest_id, required=True)
     replay.add_argument("--accept-changed", action="store_true",
@@ -880,6 +899,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attempts on one batch before it is a retry storm")
     health.add_argument("--quarantine-spike", type=_bounded(0.0, 1.0, float), default=0.25,
                         help="quarantined share that is a spike")
+    health.add_argument("--stagnant-hours", type=_bounded(0.0, 8760.0, float), default=6.0,
+                        help="a pulled source's cursor unmoved this long while the source shows newer data (default 6)")
+    health.add_argument("--silent-hours", type=_bounded(0.0, 8760.0, float), default=48.0,
+                        help="a pulled source's cursor unmoved this long at all (default 48)")
     health.set_defaults(func=cmd_health)
 
     verify = sub.add_parser("verify", parents=[common],

@@ -168,11 +168,11 @@ def ingest_partition(settings: FactorySettings, dataset: str, partition_key: dat
     engine = get_engine(settings.database_url)
     stages: dict[str, float] = {}
     with timed(stages, "manifests"):
-        manifests = steps.manifests(Path(settings.manifest_dir), dataset, partition_key, accept_changed)
+        manifests = steps.manifests(settings.manifest_root(dataset), dataset, partition_key, accept_changed)
     if manifest_id is not None:
         manifests = [m for m in manifests if m.manifest_id == manifest_id]
         if not manifests:
-            raise InputError(settings.manifest_dir, None, "manifest_id",
+            raise InputError(settings.manifest_root(dataset), None, "manifest_id",
                              f"{manifest_id!r} is not a manifest of {dataset}/{partition_key}")
     who = run_identity(dataset, partition_key, manifests, action.value, mode.value, reason_code.value, operator,
                        str(flow_run.id) if flow_run.id else None, partial=manifest_id is not None,
@@ -195,7 +195,7 @@ def ingest_partition(settings: FactorySettings, dataset: str, partition_key: dat
                         who.fingerprint[:12])
             return skipped
 
-    delivery = Delivery(spec, manifests, Path(settings.manifest_dir), partition_key, settings.chunk_bytes)
+    delivery = Delivery(spec, manifests, settings.manifest_root(dataset), partition_key, settings.chunk_bytes)
     try:
         write = steps.write(settings, spec, manifests, dry_run)
         # a replay is a subset of the partition's inputs: the partition's lake snapshot stays as it is

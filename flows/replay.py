@@ -32,8 +32,8 @@ def replay_flow(
         operator: who asked for it, for the decision log
     """
     settings = load_settings()
-    manifest = find_manifest(Path(settings.manifest_dir), manifest_id)
-    verify_manifests([manifest], Path(settings.manifest_dir), accept_changed)
+    manifest = find_manifest(Path(settings.manifest_dir), manifest_id, Path(settings.landing_dir))
+    verify_manifests([manifest], settings.manifest_root(manifest.dataset), accept_changed)
     state = partition_flow(dataset=manifest.dataset, partition_key=manifest.partition_key, action=Action.REPLAY,
                            reason_code=reason_code, manifest_id=manifest_id, force=True, operator=operator,
                            accept_changed=accept_changed, return_state=True)

@@ -28,6 +28,10 @@ class FactorySettings(BaseSettings):
     database_url: str = Field("sqlite:///.factory/warehouse.db", min_length=1)
     lake_url: str = Field(".factory/lake", min_length=1)
     manifest_dir: Path = Path("data/manifests")
+    # pulled datasets (http, sql sources) land each pull's pages here, as files with manifests
+    landing_dir: Path = Path(".factory/landing")
+    # a pulled dataset's source URL, overriding its declaration: '{"customers": "http://…"}'
+    source_urls: dict[str, str] = Field(default_factory=dict)
     report_dir: Path = Path("reports")
     partition_start_date: date = date(2026, 3, 1)
     default_partition: date = date(2026, 4, 17)
@@ -44,6 +48,17 @@ class FactorySettings(BaseSettings):
     heartbeat_seconds: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False)
     s3_block: str | None = None  # a saved prefect-aws S3Bucket block for s3:// URLs
     s3_endpoint_url: str | None = None  # an S3-compatible endpoint (MinIO) when no block is named
+
+    def manifest_root(self, dataset: str) -> Path:
+        """Where a dataset's manifests are: delivered ones in manifest_dir, pulled ones in landing_dir."""
+        from schemas.datasets import DATASETS
+
+        spec = DATASETS.get(dataset)
+        if spec is None or not spec.pulled:
+            return Path(self.manifest_dir)
+        landing = Path(self.landing_dir)
+        landing.mkdir(parents=True, exist_ok=True)  # before the first pull it is empty, not missing
+        return landing
 
     @field_validator("partition_start_date", "default_partition")
     @classmethod

@@ -13,6 +13,7 @@ import orjson
 
 from schemas.datasets import DATASETS, SyntheticData, get_dataset
 from schemas.kinds import FieldKind
+from tasks.atomic import write_atomic
 from tasks.read import count_records
 
 
@@ -40,7 +41,7 @@ def write_manifest(manifest_dir: Path, manifest_id: str, dataset: str, partition
         "assets": described,
     }
     out = manifest_dir / f"{manifest_id}.json"
-    out.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(out, json.dumps(manifest, indent=2) + "\n")  # a reader never sees half a manifest
     return out
 
 

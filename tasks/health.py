@@ -19,7 +19,7 @@ from tasks.database import get_engine, reading
 from tasks.errors import PartitionLockedError, StorageError, TransientError
 from tasks.lake import Lake, open_lake
 from tasks.locks import partition_lock
-from tasks.manifests import discover_manifests
+from tasks.manifests import declared_manifests
 from tasks.verify import verify
 
 
@@ -29,11 +29,17 @@ class HealthThresholds:
     stale_minutes: int = 30  # a RUNNING run whose heartbeat is older is dead (closed) or hung (reported)
     max_attempts: int = 3  # more attempts than this on one batch is a retry storm
     quarantine_spike: float = 0.25  # a current run quarantining a larger share of its records
+    # pulled sources: a cursor that has not moved for this long while the source shows newer data ...
+    stagnant_hours: float = 6.0
+    # ... or at all (a source that is simply quiet for a day is worth a look)
+    silent_hours: float = 48.0
+    page_retries: int = 20  # more page retries than this over the last day of pulls is a retry storm
 
 
 @dataclass(frozen=True)
 class Finding:
-    # stale_run, abandoned_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike
+    # stale_run, abandoned_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike,
+    # cursor_stagnation, page_retry_storm, failed_pull
     kind: str
     dataset: str
     partition: str
@@ -81,10 +87,48 @@ def silent_runs(engine: Engine, dataset: str, limits: HealthThresholds, now: dat
     return findings
 
 
+def pull_problems(engine: Engine, spec: DatasetSpec, limits: HealthThresholds, now: datetime) -> list[Finding]:
+    """A pulled source's cursor that does not move (while the source shows newer data, or at all), page
+    retry storms, and a last pull that failed."""
+    from tasks import cursor, pull_ledger
+
+    source = spec.source
+    if source is None:
+        return []
+    findings = []
+    where = f"source {source.name}"
+    with reading(engine) as conn:
+        current = cursor.current(conn, spec.name, source.name)
+        moved = cursor.last_moved(conn, spec.name, source.name)
+        runs = pull_ledger.recent_runs(conn, spec.name, source.name, now - timedelta(hours=max(limits.silent_hours, 24)))
+        retries = pull_ledger.retries_since(conn, spec.name, source.name, now - timedelta(hours=24))
+    seen = [moment for r in runs if (moment := pull_ledger.as_utc(r.newest_seen)) is not None]
+    newest_seen = max(seen, default=None)
+    still = None if moved is None else now - moved
+    if current is not None and still is not None and newest_seen is not None and newest_seen > current.value \
+            and still > timedelta(hours=limits.stagnant_hours):
+        findings.append(Finding("cursor_stagnation", spec.name, where,
+                                f"cursor {current} has not moved for {still.total_seconds() / 3600:.1f} h while the "
+                                f"source shows {newest_seen.isoformat()} (see the runbook: a stuck cursor)"))
+    elif still is not None and still > timedelta(hours=limits.silent_hours):
+        findings.append(Finding("cursor_stagnation", spec.name, where,
+                                f"cursor {current} has not moved for {still.total_seconds() / 3600:.1f} h "
+                                f"(more than {limits.silent_hours:g} h)"))
+    if retries > limits.page_retries:
+        findings.append(Finding("page_retry_storm", spec.name, where,
+                                f"{retries} page retries (throttling, server errors) over the last 24 h"))
+    if runs and runs[-1].status in (pull_ledger.PullStatus.FAILED, pull_ledger.PullStatus.RUNNING) \
+            and now - pull_ledger.as_utc(runs[-1].started_at) > timedelta(minutes=limits.stale_minutes):  # type: ignore[operator]
+        findings.append(Finding("failed_pull", spec.name, where, f"pull {runs[-1].run_id} is {runs[-1].status}: "
+                                f"{runs[-1].error or 'killed?'} (the next pull resumes it)"))
+    return findings
+
+
 def find_problems(engine: Engine, dataset: str, declared: set[date], limits: HealthThresholds,
                   now: datetime | None = None) -> tuple[tuple[date, date] | None, list[Finding]]:
     now = now or datetime.now(timezone.utc)
-    findings: list[Finding] = silent_runs(engine, dataset, limits, now)
+    findings: list[Finding] = silent_runs(engine, dataset, limits, now) + pull_problems(engine, get_dataset(dataset),
+                                                                                         limits, now)
     with reading(engine) as conn:
         states = {date.fromisoformat(r.partition_key): r for r in conn.execute(
             select(partition_state).where(partition_state.c.dataset == dataset))}
@@ -121,13 +165,13 @@ def find_problems(engine: Engine, dataset: str, declared: set[date], limits: Hea
     return window, sorted(findings, key=lambda f: (f.partition, f.kind))
 
 
-def health_report(days: int = 7, stale_minutes: int = 30, max_attempts: int = 3,
-                  quarantine_spike: float = 0.25) -> dict[str, Any]:
+def health_report(days: int = 7, stale_minutes: int = 30, max_attempts: int = 3, quarantine_spike: float = 0.25,
+                  stagnant_hours: float = 6.0, silent_hours: float = 48.0) -> dict[str, Any]:
     """Findings per dataset, with the window each was judged on."""
     settings = load_settings()
     engine = get_engine(settings.database_url)
-    manifests = discover_manifests(Path(settings.manifest_dir))
-    limits = HealthThresholds(days, stale_minutes, max_attempts, quarantine_spike)
+    manifests = declared_manifests(Path(settings.manifest_dir), Path(settings.landing_dir))
+    limits = HealthThresholds(days, stale_minutes, max_attempts, quarantine_spike, stagnant_hours, silent_hours)
     report: dict[str, Any] = {"thresholds": limits.__dict__, "datasets": {}, "findings": []}
     lake = open_lake(settings)
     for dataset in sorted(DATASETS):

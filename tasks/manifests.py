@@ -412,6 +412,16 @@ def discover_manifests(manifest_dir: Path) -> list[SourceManifest]:
     return manifests
 
 
+def declared_manifests(manifest_dir: Path, landing_dir: Path) -> list[SourceManifest]:
+    """Every dataset's manifests: delivered datasets' from the manifest dir, pulled ones' from the landing dir."""
+    pulled = {name for name, spec in DATASETS.items() if spec.pulled}
+    # a factory of pulled datasets only needs no manifest dir
+    delivered = [m for m in discover_manifests(manifest_dir) if m.dataset not in pulled] if manifest_dir.is_dir() else []
+    if not pulled or not landing_dir.is_dir():
+        return delivered
+    return delivered + [m for m in discover_manifests(landing_dir) if m.dataset in pulled]
+
+
 def delivery_order(manifests: Iterable[SourceManifest]) -> list[SourceManifest]:
     """Deliveries in the order they were produced; ties broken by manifest id."""
     return sorted(manifests, key=lambda m: (m.partition_key, m.produced_at, m.manifest_id))
@@ -444,8 +454,10 @@ def batch_id_for(dataset: str, partition_key: date, fingerprint: str) -> str:
     return str(uuid.uuid5(BATCH_NAMESPACE, f"{dataset}|{partition_key.isoformat()}|{fingerprint}"))
 
 
-def find_manifest(manifest_dir: Path, manifest_id: str) -> SourceManifest:
-    for manifest in discover_manifests(manifest_dir):
+def find_manifest(manifest_dir: Path, manifest_id: str, landing_dir: Path | None = None) -> SourceManifest:
+    """The manifest with this id: a delivery's, or (with `landing_dir`) a pull's."""
+    found = declared_manifests(manifest_dir, landing_dir) if landing_dir is not None else discover_manifests(manifest_dir)
+    for manifest in found:
         if manifest.manifest_id == manifest_id:
             return manifest
     raise InputError(manifest_dir, None, "manifest_id", f"no manifest {manifest_id!r} in {manifest_dir}")

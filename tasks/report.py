@@ -17,7 +17,7 @@ from schemas.summary import PartitionSummary
 from tasks.atomic import write_atomic
 from tasks.database import get_engine
 from tasks.evidence import RunContext, build_evidence, latest_evidence, write_evidence
-from tasks.manifests import discover_manifests
+from tasks.manifests import declared_manifests
 from tasks.status import partition_status
 
 STATUS_ORDER = ("succeeded", "held", "untrusted", "failed", "missing", "no_input")
@@ -146,4 +146,4 @@ def leave_evidence(settings: FactorySettings, summary: PartitionSummary, ctx: Ru
 def refresh_delivery_summary(settings: FactorySettings) -> Path:
     """The delivery summary regenerated from the warehouse, the evidence and every declared manifest."""
     return write_delivery_summary(get_engine(settings.database_url), Path(settings.report_dir),
-                                  discover_manifests(Path(settings.manifest_dir)))
+                                  declared_manifests(Path(settings.manifest_dir), Path(settings.landing_dir)))

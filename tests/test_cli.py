@@ -51,21 +51,27 @@ def test_demo_prints_every_partition_and_is_clean(workspace: Path, api_url: str)
     """`datafactory demo` exits 0 with a per-partition table for each dataset; Prefect prints no errors or tracebacks."""
     first = datafactory(workspace, "demo")
     assert first.returncode == 0, first.stderr
-    rows = {line.split()[0]: line.split()[1] for line in first.stdout.splitlines()
-            if line.startswith("2026-") and not line.split()[0].endswith(":")}
-    assert rows == {"2026-04-14": "succeeded", "2026-04-16": "succeeded", "2026-04-17": "succeeded"}
-    assert "2026-04-15: no manifest declares this partition" in first.stdout
-    assert "dataset orders" in first.stdout and "dataset tickets" in first.stdout
+    sections = {block.split()[0]: block for block in first.stdout.split("\ndataset ")[1:]}
+    assert sorted(sections) == ["customers", "orders", "tickets"]
+    for delivered in ("orders", "tickets"):
+        rows = {line.split()[0]: line.split()[1] for line in sections[delivered].splitlines()
+                if line.startswith("2026-") and not line.split()[0].endswith(":")}
+        assert rows == {"2026-04-14": "succeeded", "2026-04-16": "succeeded", "2026-04-17": "succeeded"}
+        assert "2026-04-15: no manifest declares this partition" in sections[delivered]
+    # the pulled dataset: two pulls, the second finding the late commit; the cursor only moves forward
+    assert "cursor: - -> (2026-04-17T18:00:00Z, CUST-000002)" in sections["customers"]
+    assert "cursor: (2026-04-17T18:00:00Z, CUST-000002) -> (2026-04-17T19:00:00Z, CUST-000011)" in sections["customers"]
     for noise in ("Traceback", "ERROR", "telemetry"):
         assert noise not in first.stdout + first.stderr
 
     again = datafactory(workspace, "demo", "--json", api_url=api_url)  # the ephemeral server was the point above
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert sorted(report) == ["orders", "tickets"]
+    assert sorted(report) == ["customers", "orders", "tickets"]
     for dataset in ("orders", "tickets"):
         assert [p["status"] for p in report[dataset]["partitions"]] == ["skipped", "skipped", "skipped"]
         assert report[dataset]["no_input"] == ["2026-04-15"]
+    assert [(p["records"], p["partitions"]) for p in report["customers"]["pulls"]] == [(0, []), (0, [])]
 
 
 def test_a_no_op_run_is_recorded_without_any_prefect_server(workspace: Path, api_url: str) -> None:

@@ -24,7 +24,8 @@ def _schema(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_every_flow_the_design_names_is_deployed_on_the_work_pool() -> None:
     assert {d["entrypoint"] for d in SPEC["deployments"]} == {
         "flows/partition.py:partition_flow", "flows/backfill.py:backfill_flow", "flows/replay.py:replay_flow",
-        "flows/restore.py:restore_flow", "flows/health.py:health_flow", "flows/verify.py:verify_flow"}
+        "flows/restore.py:restore_flow", "flows/health.py:health_flow", "flows/verify.py:verify_flow",
+        "flows/pull.py:pull_flow"}
     assert {d["work_pool"]["name"] for d in SPEC["deployments"]} == {"data-factory"}
 
 
@@ -50,3 +51,16 @@ def test_the_daily_run_is_scheduled_early_each_utc_day_and_health_hourly() -> No
     CronSchedule(cron=hourly["cron"], timezone=hourly["timezone"])
     assert daily["cron"].split()[1:] == ["2", "*", "*", "*"] and hourly["cron"].split()[1] == "*"
     assert daily["timezone"] == hourly["timezone"] == "UTC"
+
+
+def test_every_pulled_dataset_is_pulled_hourly() -> None:
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    from schemas.datasets import DATASETS
+
+    pulled = {name for name, spec in DATASETS.items() if spec.pulled}
+    hourly = {d["parameters"]["dataset"]: d for d in SPEC["deployments"] if d["entrypoint"] == "flows/pull.py:pull_flow"}
+    assert set(hourly) == pulled
+    for deployment in hourly.values():
+        schedule = deployment["schedules"][0]
+        assert IntervalSchedule(interval=schedule["interval"], anchor_date=schedule["anchor_date"]).interval.total_seconds() == 3600

@@ -147,5 +147,5 @@ def test_with_several_datasets_a_command_names_one(sample_dir: Path, monkeypatch
 
     monkeypatch.setenv("FACTORY_MANIFEST_DIR", str(sample_dir))
     assert main(["status"]) == 2
-    assert capsys.readouterr().err.strip() == ("datafactory: --dataset: several datasets are registered (orders, "
-                                               "tickets); name one, or set FACTORY_DEFAULT_DATASET")
+    assert capsys.readouterr().err.strip() == ("datafactory: --dataset: several datasets are registered (customers, "
+                                               "orders, tickets); name one, or set FACTORY_DEFAULT_DATASET")

@@ -43,6 +43,10 @@ def test_every_runbook_command_runs_in_a_scratch_workspace(prefect_harness: None
     for name in [k for k in __import__("os").environ if k.startswith("FACTORY_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    from tasks.fixture_api import FixtureApi
+
+    api = FixtureApi(REPO / "data" / "api" / "customers.json")  # the customers API the pull commands read
+    monkeypatch.setenv("FACTORY_SOURCE_URLS", __import__("json").dumps({"customers": api.start()}))
     get_engine.cache_clear()  # the default warehouse URL is relative: open it from this workspace
     commands = runbook_commands()
     assert len(commands) >= 15
@@ -58,4 +62,5 @@ def test_every_runbook_command_runs_in_a_scratch_workspace(prefect_harness: None
                 failures.append(f"datafactory {command} -> exit {code}\n{output.out[-800:]}{output.err[-800:]}")
     finally:
         get_engine.cache_clear()
+        api.stop()
     assert failures == []

@@ -24,6 +24,7 @@ import polars as pl
 
 from schemas.checks import DEFAULT_CHECKS, CheckSpec
 from schemas.kinds import KINDS, FieldKind, Kind, kind_of
+from schemas.sources import PulledSource
 
 __all__ = ["DATASETS", "DatasetSpec", "FieldKind", "FieldSpec", "SyntheticData", "UnknownDatasetError", "get_dataset"]
 
@@ -84,6 +85,8 @@ class DatasetSpec:
     # the manifests' schema_version values this contract reads; another is refused
     schema_versions: tuple[str, ...] = ("1",)
     synthetic: SyntheticData | None = None  # what `datafactory generate --dataset NAME` writes
+    # None: delivered files with manifests; else pulled behind a cursor (schemas/sources.py, flows/pull.py)
+    source: PulledSource | None = None
 
     def __post_init__(self) -> None:
         names = set(self.field_names)
@@ -100,6 +103,25 @@ class DatasetSpec:
         if self.field(self.partition_column).kind is not FieldKind.TIMESTAMP:
             raise DatasetDefinitionError(f"dataset {self.name}: partition column {self.partition_column!r} must "
                                          "be a timestamp")
+        if self.source is not None:
+            self._check_source(self.source, names)
+
+    def _check_source(self, source: PulledSource, names: set[str]) -> None:
+        for role in ("cursor_field", "key_field"):
+            name = getattr(source, role)
+            if name not in names or self.field(name).nullable:
+                raise DatasetDefinitionError(f"dataset {self.name}: source {role} {name!r} must be a required field")
+        if self.field(source.cursor_field).kind is not FieldKind.TIMESTAMP:
+            raise DatasetDefinitionError(f"dataset {self.name}: source cursor_field {source.cursor_field!r} must be "
+                                         "a timestamp")
+        if unknown := [n for n in source.event_key_from if n not in names]:
+            raise DatasetDefinitionError(f"dataset {self.name}: source event_key_from names no field {unknown[0]!r}")
+        if source.page_size < 1 or source.lookback.total_seconds() < 0 or source.settle.total_seconds() < 0:
+            raise DatasetDefinitionError(f"dataset {self.name}: source page_size must be >= 1, lookback and settle >= 0")
+
+    @property
+    def pulled(self) -> bool:
+        return self.source is not None
 
     @cached_property
     def fields(self) -> tuple[FieldSpec, ...]:
