@@ -181,6 +181,7 @@ def backfill_flow(
 ) -> BackfillSummary:
     """Plan every partition of [start, end]; in execute mode run the ones with a gap, at most
     `max_concurrency` at a time. Resumable: a second run plans again and finds only what is left.
+    A pulled dataset (an HTTP or SQL source) is first pulled again over [start, end] in execute mode.
 
     Args:
         dataset: registered dataset name, e.g. tickets
@@ -200,8 +201,15 @@ def backfill_flow(
     settings = load_settings()
     spec = get_dataset(dataset)
     engine = get_engine(settings.database_url)
-    manifests = discover_manifests(settings.manifest_root(dataset))
     mode = Mode(mode)
+    if spec.pulled and mode is Mode.EXECUTE:
+        # a pulled dataset's days are pulled again first (BACKFILL cursor events; the cursor stays), ingesting
+        # what the source holds for them; the plan below then finds only what is still missing
+        from flows.pull import pull_flow  # here: flows/pull.py runs its partitions with this module's task
+
+        pull_flow(dataset=dataset, start=start, end=end,
+                  reason_code=reason_code or ActionReason.OPERATOR_REQUEST, operator=operator)
+    manifests = discover_manifests(settings.manifest_root(dataset))
     plan_path, plan = write_plan(
         Path(settings.report_dir), dataset, start, end, mode.value, only_gaps, operator,
         reason_code.value if reason_code else None,

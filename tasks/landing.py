@@ -87,9 +87,9 @@ def already_held(engine: Engine, spec: DatasetSpec, lines: dict[str, str]) -> se
     with reading(engine) as conn:
         for start in range(0, len(keys), 500):
             some = keys[start:start + 500]
-            held = conn.execute(select(key, bronze.c._raw_payload).where(key.in_(some))).all()
-            held += conn.execute(select(quarantine.c.event_id, quarantine.c.raw_payload).where(
-                quarantine.c.dataset == spec.name, quarantine.c.event_id.in_(some))).all()
+            held = [*conn.execute(select(key, bronze.c._raw_payload).where(key.in_(some))),
+                    *conn.execute(select(quarantine.c.event_id, quarantine.c.raw_payload).where(
+                        quarantine.c.dataset == spec.name, quarantine.c.event_id.in_(some)))]
             found.update(str(event) for event, payload in held if lines.get(str(event)) == payload)
     return found
 

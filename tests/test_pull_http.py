@@ -53,9 +53,29 @@ def _pages(url: str) -> list[tuple[int, int, int]]:
 
 
 @pytest.mark.parametrize("paging", list(Paging))
-def test_every_paging_style_lands_every_record_once(source: Callable[..., PagedApi], factory_env: str,
-                                                    paging: Paging) -> None:
+def test_every_paging_style_reads_every_record_once_and_stops(source: Callable[..., PagedApi], factory_env: str,
+                                                             paging: Paging) -> None:
+    """The pages as a pull reads them (no landing): the records in the API's order, then the end."""
+    from flows.pull import _Pages
+    from schemas.datasets import get_dataset
+    from schemas.settings import load_settings
+    from tasks.pull_ledger import PullRun
+
     source(PagedApi(paging=paging, records=list(RECORDS)), page_param="from" if paging is Paging.LINK_HEADER else "page")
+    from prefect import flow
+
+    reader = _Pages(load_settings(), get_dataset("customers"), get_engine(factory_env))
+    window = datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 5, 1, tzinfo=timezone.utc)
+    run = PullRun("run", "customers", "default", cursor.Direction.FORWARD, *window, None, "RUNNING")
+    pages = flow(name="read-pages")(lambda: list(reader.pages(run, [])))()  # the page tasks inside a flow run
+    assert [number for number, *_ in pages] == [1, 2, 3, 4]
+    assert [record for _, _, records, _, _ in pages for record in records] == PagedApi(records=RECORDS).visible(None)
+    assert pages[-1][3] is None  # the last page names no next one
+
+
+def test_a_pull_lands_every_record_once_and_moves_the_cursor_to_the_newest(source: Callable[..., PagedApi],
+                                                                            factory_env: str) -> None:
+    source(PagedApi(records=list(RECORDS)))
     summary = pull_flow(dataset="customers")
     assert (summary.pages, summary.records) == (4, 10)
     assert silver_state(factory_env) == expected_silver(RECORDS)
@@ -64,21 +84,15 @@ def test_every_paging_style_lands_every_record_once(source: Callable[..., PagedA
     assert summary.cursor_after == str(NEWEST)
 
 
-def test_throttling_waits_out_retry_after_then_prefect_retries_the_page(source: Callable[..., PagedApi],
-                                                                         factory_env: str) -> None:
-    api = source(PagedApi(records=list(RECORDS), faults={1: (429, {"Retry-After": "1"})}))
+def test_throttling_and_server_errors_are_retried_by_prefect_honouring_retry_after(
+        source: Callable[..., PagedApi], factory_env: str) -> None:
+    api = source(PagedApi(records=list(RECORDS), faults={1: (429, {"Retry-After": "1"}), 4: (503, {})}))
     pull_flow(dataset="customers")
     (throttled_at, status, _), (retried_at, *_) = api.log[:2]
     assert status == 429 and retried_at - throttled_at >= 1.0  # the server's word, not our 10 ms backoff
-    assert _pages(factory_env)[0] == (1, 3, 2)
-    assert silver_state(factory_env) == expected_silver(RECORDS)
-
-
-def test_a_server_error_is_retried_and_the_page_lands_once(source: Callable[..., PagedApi], factory_env: str) -> None:
-    source(PagedApi(records=list(RECORDS), faults={3: (503, {})}))
-    pull_flow(dataset="customers")
-    assert _pages(factory_env) == [(1, 3, 1), (2, 3, 1), (3, 3, 2), (4, 1, 1)]  # the third request failed once
+    assert _pages(factory_env) == [(1, 3, 2), (2, 3, 1), (3, 3, 2), (4, 1, 1)]  # each landed once
     assert count(factory_env, "SELECT COUNT(*) FROM raw_customer_version") == 10
+    assert silver_state(factory_env) == expected_silver(RECORDS)
 
 
 def test_a_client_error_fails_in_one_line_and_the_next_pull_resumes_after_the_landed_pages(
@@ -151,13 +165,17 @@ def test_records_newer_than_the_clock_minus_settle_wait_for_a_later_pull(source:
 
 def test_a_backfill_repull_records_its_event_and_never_moves_the_cursor_back(source: Callable[..., PagedApi],
                                                                               factory_env: str) -> None:
-    source(PagedApi(records=list(RECORDS)))
+    from flows.backfill import backfill_flow
+
+    api = source(PagedApi(records=list(RECORDS)))
     pull_flow(dataset="customers")
-    again = pull_flow(dataset="customers", start=date(2026, 4, 15), end=date(2026, 4, 15))
-    assert again.direction == "BACKFILL" and again.cursor_after == str(NEWEST)
+    api.records.append(customer(9, "2026-04-15T23:00:00Z"))  # a record the source had not shown before
+    backfill_flow(dataset="customers", start=date(2026, 4, 15), end=date(2026, 4, 15), mode="execute")
+    assert "CUST-000009" in silver_state(factory_env)
     with reading(get_engine(factory_env)) as conn:
         events = cursor.timeline(conn, "customers", "default")
         assert [e["direction"] for e in events] == ["FORWARD", "BACKFILL"]
+        assert events[1]["new_value"] == datetime(2026, 4, 15, 23, tzinfo=timezone.utc)
         assert events[1]["window_start"] == datetime(2026, 4, 15, tzinfo=timezone.utc)
         assert events[1]["window_end"] == datetime(2026, 4, 16, tzinfo=timezone.utc)
         assert cursor.rebuild_from_events(events) == cursor.current(conn, "customers", "default") == NEWEST

@@ -67,7 +67,7 @@ def landing(factory_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 FIRST = [customer(n, f"2026-04-17T0{7 + n // 2}:{(n % 2) * 30:02d}:00Z") for n in range(1, 6)]
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("warehouse_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_row_committed_late_with_an_older_updated_at_is_ingested_by_the_next_pull(
         pg_source: str, landing: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _declare(monkeypatch, pg_source)
@@ -159,7 +159,7 @@ def histories(draw: Any) -> list[tuple[str, int, int]]:
 
 
 @sqlite_only
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(), tier=st.sampled_from(["free", "pro", "enterprise"]))
 def test_any_interleaving_of_writes_and_pulls_ends_in_the_oracles_state(
         landing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, history: list[tuple[str, int, int]],

@@ -60,5 +60,6 @@ DATASET = DatasetSpec(
         event_key_from=("customer_id", "updated_at"),
         lookback=timedelta(hours=1),
         settle=timedelta(minutes=5),
+        backoff_seconds=0.1,  # the demo's API says when to come back (Retry-After): no need to wait longer
     ),
 )
