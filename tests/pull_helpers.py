@@ -43,6 +43,7 @@ class PagedApi:
     faults: dict[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
     log: list[tuple[float, int, dict[str, str]]] = field(default_factory=list)  # (time, status, query)
     repeat_last_on_next_page: bool = False  # the classic offset-paging defect: a record shows up twice
+    token: str | None = None  # when set, a request without `Authorization: Bearer <token>` gets a 401
 
     def visible(self, since: str | None) -> list[Any]:
         def key(record: Any) -> tuple[str, str]:
@@ -56,6 +57,9 @@ class PagedApi:
     def handle(self, request: Request) -> Response:
         query = dict(request.args)
         number = len(self.log) + 1
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.log.append((time.monotonic(), 401, query))
+            return Response('{"error": "unauthorized"}', status=401, content_type="application/json")
         if number in self.faults:
             status, headers = self.faults.pop(number)
             self.log.append((time.monotonic(), status, query))

@@ -52,25 +52,43 @@ def _pages(url: str) -> list[tuple[int, int, int]]:
         return [tuple(r) for r in conn.execute(text("SELECT page, record_count, attempts FROM pull_page ORDER BY page"))]
 
 
-@pytest.mark.parametrize("paging", list(Paging))
-def test_every_paging_style_reads_every_record_once_and_stops(source: Callable[..., PagedApi], factory_env: str,
-                                                             paging: Paging) -> None:
-    """The pages as a pull reads them (no landing): the records in the API's order, then the end."""
+def _read_pages(factory_env: str) -> list[tuple[int, str | None, list[Any], str | None, int]]:
+    """The pages as a pull reads them (no landing), inside a flow run as a pull's page tasks are."""
+    from prefect import flow
+
     from flows.pull import _Pages
     from schemas.datasets import get_dataset
     from schemas.settings import load_settings
     from tasks.pull_ledger import PullRun
 
-    source(PagedApi(paging=paging, records=list(RECORDS)), page_param="from" if paging is Paging.LINK_HEADER else "page")
-    from prefect import flow
-
     reader = _Pages(load_settings(), get_dataset("customers"), get_engine(factory_env))
     window = datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 5, 1, tzinfo=timezone.utc)
     run = PullRun("run", "customers", "default", cursor.Direction.FORWARD, *window, None, "RUNNING")
-    pages = flow(name="read-pages")(lambda: list(reader.pages(run, [])))()  # the page tasks inside a flow run
+    return flow(name="read-pages")(lambda: list(reader.pages(run, [])))()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("paging", list(Paging))
+def test_every_paging_style_reads_every_record_once_and_stops(source: Callable[..., PagedApi], factory_env: str,
+                                                             paging: Paging) -> None:
+    source(PagedApi(paging=paging, records=list(RECORDS)), page_param="from" if paging is Paging.LINK_HEADER else "page")
+    pages = _read_pages(factory_env)
     assert [number for number, *_ in pages] == [1, 2, 3, 4]
     assert [record for _, _, records, _, _ in pages for record in records] == PagedApi(records=RECORDS).visible(None)
     assert pages[-1][3] is None  # the last page names no next one
+
+
+def test_the_bearer_token_is_read_from_the_secret_block_at_every_pull(source: Callable[..., PagedApi],
+                                                                      factory_env: str) -> None:
+    """Rotating a credential is writing the block: the next pull sends the new token."""
+    from prefect.blocks.system import Secret
+
+    Secret(value="old-token").save("crm-token-test", overwrite=True)
+    api = source(PagedApi(records=list(RECORDS), token="new-token"), auth_secret_block="crm-token-test")
+    with pytest.raises(Exception, match=r"/customers \(page 1\): HTTP 401"):
+        _read_pages(factory_env)
+    Secret(value="new-token").save("crm-token-test", overwrite=True)
+    assert sum(len(records) for _, _, records, _, _ in _read_pages(factory_env)) == 10
+    assert [status for _, status, _ in api.log] == [401, 200, 200, 200, 200]
 
 
 def test_a_pull_lands_every_record_once_and_moves_the_cursor_to_the_newest(source: Callable[..., PagedApi],
