@@ -269,13 +269,13 @@ def _settle_cursor(engine: Engine, spec: DatasetSpec, source: PulledSource, run:
     now = datetime.now(timezone.utc)
     window = (run.window_start, run.window_end)
     with engine.begin() as conn:
-        newest = pull_ledger.newest_landed(conn, run.run_id)
+        found = pull_ledger.newest_landed(conn, run.run_id)
         after = before
-        if newest is not None and direction is Direction.FORWARD and (before is None or newest > before):
-            cursor.advance(conn, spec.name, source.name, before, newest, window, run.run_id, None, now)
-            after = newest
-        elif newest is not None and direction is not Direction.FORWARD:
-            cursor.record_repull(conn, spec.name, source.name, direction, newest, window, run.run_id, now)
+        if found is not None and direction is Direction.FORWARD and (before is None or found[0] > before):
+            cursor.advance(conn, spec.name, source.name, before, found[0], window, run.run_id, found[1], now)
+            after = found[0]
+        elif found is not None and direction is not Direction.FORWARD:
+            cursor.record_repull(conn, spec.name, source.name, direction, found[0], window, run.run_id, found[1], now)
         pull_ledger.finish_in(conn, run.run_id, PullStatus.SUCCEEDED, now)
     return after
 

@@ -109,11 +109,17 @@ def cmd_cursors(args: argparse.Namespace) -> int:
     if events:
         rows = [[e["id"], e["direction"], _point(e["previous_value"], e["previous_key"]),
                  _point(e["new_value"], e["new_key"]), f"{_instant(e['window_start'])}..{_instant(e['window_end'])}",
-                 e["run_id"][:8], _instant(e["recorded_at"])] for e in events]
-        print(cli._table(["event", "direction", "from", "to", "window", "pull", "at"], rows))
+                 _page(e), _instant(e["recorded_at"])] for e in events]
+        print(cli._table(["event", "direction", "from", "to", "window", "pull:page", "at"], rows))
     verdict = "matches" if rebuilt == current else "DIFFERS from the cursor table: see the runbook, stuck cursor"
     print(f"rebuilt from the FORWARD events: {rebuilt or 'not set'} ({verdict})")
     return cli.EXIT_OK if rebuilt == current else cli.EXIT_FAILED
+
+
+def _page(event: dict[str, Any]) -> str:
+    """The pull (short) and the page whose record set the event's value."""
+    page = event["batch_key"].rsplit(":", 1)[-1] if event["batch_key"] else "-"
+    return f"{event['run_id'][:8]}:{page}"
 
 
 def _point(value: Any, key: Any) -> str:

@@ -95,9 +95,10 @@ def advance(conn: Connection, dataset: str, source: str, expected: CursorValue |
 
 
 def record_repull(conn: Connection, dataset: str, source: str, direction: Direction, newest: CursorValue,
-                  window: tuple[datetime, datetime], run_id: str, now: datetime) -> int:
+                  window: tuple[datetime, datetime], run_id: str, batch_key: str | None, now: datetime) -> int:
     """A BACKFILL or REPLAY pull's event: what it read, beside the forward cursor it leaves alone."""
-    return _append(conn, dataset, source, direction, current(conn, dataset, source), newest, window, run_id, None, now)
+    return _append(conn, dataset, source, direction, current(conn, dataset, source), newest, window, run_id,
+                   batch_key, now)
 
 
 def timeline(conn: Connection, dataset: str, source: str) -> list[dict[str, Any]]:

@@ -105,13 +105,14 @@ def record_page(engine: Engine, run_id: str, page: int, token_before: str | None
                 .values(newest_seen=newest_seen))
 
 
-def newest_landed(conn: Connection, run_id: str) -> CursorValue | None:
-    """The newest (cursor, key) of every page the pull landed: where the forward cursor may move."""
-    best = None
-    for row in conn.execute(select(pull_page.c.newest_value, pull_page.c.newest_key).where(
+def newest_landed(conn: Connection, run_id: str) -> tuple[CursorValue, str] | None:
+    """The newest (cursor, key) the pull read inside its window, and the page (batch key) it came from:
+    where the forward cursor may move."""
+    best: tuple[CursorValue, str] | None = None
+    for row in conn.execute(select(pull_page.c.newest_value, pull_page.c.newest_key, pull_page.c.batch_key).where(
             pull_page.c.run_id == run_id, pull_page.c.newest_value.is_not(None))):
         value = CursorValue(as_utc(row.newest_value), row.newest_key)  # type: ignore[arg-type]
-        best = value if best is None or value > best else best
+        best = (value, row.batch_key) if best is None or value > best[0] else best
     return best
 
 

@@ -193,6 +193,7 @@ def test_a_backfill_repull_records_its_event_and_never_moves_the_cursor_back(sou
     with reading(get_engine(factory_env)) as conn:
         events = cursor.timeline(conn, "customers", "default")
         assert [e["direction"] for e in events] == ["FORWARD", "BACKFILL"]
+        assert events[0]["batch_key"] == f"{events[0]['run_id']}:4"  # the page holding the newest record
         assert events[1]["new_value"] == datetime(2026, 4, 15, 23, tzinfo=timezone.utc)
         assert events[1]["window_start"] == datetime(2026, 4, 15, tzinfo=timezone.utc)
         assert events[1]["window_end"] == datetime(2026, 4, 16, tzinfo=timezone.utc)
