@@ -29,7 +29,7 @@ from flows.backfill import ingest_partition_task
 from schemas.datasets import DatasetSpec, get_dataset
 from schemas.reason_codes import Action, ActionReason
 from schemas.settings import FactorySettings, load_settings
-from schemas.sources import HttpSource, PulledSource, SqlSource
+from schemas.sources import HttpSource, Paging, PulledSource, SqlSource
 from schemas.summary import PartitionSummary
 from tasks import cursor, pull_ledger
 from tasks.assets import as_materialization, source_assets, table_assets
@@ -138,7 +138,11 @@ class _Pages:
         assert isinstance(self.source, HttpSource)
         if landed and after is None:
             return  # the last page had landed when the pull stopped
-        token = after
+        # A token, a link or a key names the same place after a restart; a position (page 3, offset 200)
+        # names other records once the source changed while the pull was down (rows that moved up would
+        # fall between the pages): a resumed positional pull reads its window from the first page again.
+        # What it landed stays; the overlap is one event each (bronze, in-batch dedup).
+        token = None if self.source.paging in (Paging.PAGE_NUMBER, Paging.OFFSET) else after
         while True:
             if self.first is not None and number == 1:
                 page = self.first
@@ -213,6 +217,10 @@ def _pull(settings: FactorySettings, spec: DatasetSpec, source: PulledSource, en
             window_start = _window_start(settings, source, before, days)
             clock = reader.clock(window_start)
             window = (window_start, _window_end(source, clock, days))
+            if window[1] <= window[0] and days is None:
+                raise SourceError(f"{spec.name}: the source's clock {clock.isoformat()} minus settle is before the "
+                                  f"window's start {window_start.isoformat()} (the cursor minus lookback): is the "
+                                  "source's clock behind? (runbook: a stuck cursor)")
             run = pull_ledger.start(engine, spec.name, source.name, direction, window, clock, flow_run_id,
                                     datetime.now(timezone.utc))
         else:

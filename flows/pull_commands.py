@@ -105,10 +105,12 @@ def cmd_cursors(args: argparse.Namespace) -> int:
                          "rebuilt_from_events": None if rebuilt is None else {"value": rebuilt.value, "key": rebuilt.key},
                          "consistent": rebuilt == current, "timeline": events})
         return cli.EXIT_OK if rebuilt == current else cli.EXIT_FAILED
-    print(f"{spec.name}/{spec.source.name} ({spec.source.kind}): cursor {current or 'not set (no pull yet)'}")
+    print(f"{spec.name}/{spec.source.name} ({spec.source.kind}): cursor "
+          f"{current or 'not set (no pull has read a record inside its window yet)'}")
     if events:
-        rows = [[e["id"], e["direction"], _point(e["previous_value"], e["previous_key"]),
-                 _point(e["new_value"], e["new_key"]), f"{_instant(e['window_start'])}..{_instant(e['window_end'])}",
+        # a re-pull's `to` is the newest it read; the cursor stays where it was
+        rows = [[e["id"], e["direction"], _point(e["previous_value"], e["previous_key"]) if e["direction"] == "FORWARD"
+                 else "(cursor stays)", _point(e["new_value"], e["new_key"]), f"{_instant(e['window_start'])}..{_instant(e['window_end'])}",
                  _page(e), _instant(e["recorded_at"])] for e in events]
         print(cli._table(["event", "direction", "from", "to", "window", "pull:page", "at"], rows))
     verdict = "matches" if rebuilt == current else "DIFFERS from the cursor table: see the runbook, stuck cursor"

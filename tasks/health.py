@@ -99,20 +99,23 @@ def pull_problems(engine: Engine, spec: DatasetSpec, limits: HealthThresholds, n
     where = f"source {source.name}"
     with reading(engine) as conn:
         current = cursor.current(conn, spec.name, source.name)
-        moved = cursor.last_moved(conn, spec.name, source.name)
+        # since when the cursor stands: its last move, or (never set) the first pull's start
+        moved = cursor.last_moved(conn, spec.name, source.name) or pull_ledger.first_pull_at(conn, spec.name,
+                                                                                              source.name)
         runs = pull_ledger.recent_runs(conn, spec.name, source.name, now - timedelta(hours=max(limits.silent_hours, 24)))
         retries = pull_ledger.retries_since(conn, spec.name, source.name, now - timedelta(hours=24))
     seen = [moment for r in runs if (moment := pull_ledger.as_utc(r.newest_seen)) is not None]
     newest_seen = max(seen, default=None)
     still = None if moved is None else now - moved
-    if current is not None and still is not None and newest_seen is not None and newest_seen > current.value \
+    shown = "cursor " + (str(current) if current is not None else "(never set)")
+    if still is not None and newest_seen is not None and (current is None or newest_seen > current.value) \
             and still > timedelta(hours=limits.stagnant_hours):
         findings.append(Finding("cursor_stagnation", spec.name, where,
-                                f"cursor {current} has not moved for {still.total_seconds() / 3600:.1f} h while the "
+                                f"{shown} has not moved for {still.total_seconds() / 3600:.1f} h while the "
                                 f"source shows {newest_seen.isoformat()} (see the runbook: a stuck cursor)"))
     elif still is not None and still > timedelta(hours=limits.silent_hours):
         findings.append(Finding("cursor_stagnation", spec.name, where,
-                                f"cursor {current} has not moved for {still.total_seconds() / 3600:.1f} h "
+                                f"{shown} has not moved for {still.total_seconds() / 3600:.1f} h "
                                 f"(more than {limits.silent_hours:g} h)"))
     if retries > limits.page_retries:
         findings.append(Finding("page_retry_storm", spec.name, where,

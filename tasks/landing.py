@@ -16,7 +16,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,23 @@ def already_held(engine: Engine, spec: DatasetSpec, lines: dict[str, str]) -> se
     return found
 
 
+def quarantined_keyless(engine: Engine, spec: DatasetSpec, lines: set[str]) -> set[str]:
+    """Of records with no event key (not an object, no key field), those quarantine already holds with
+    this text. Rare, so a scan of the dataset's keyless quarantine rows, and only when a page has one."""
+    if not lines:
+        return set()
+    query = select(quarantine.c.raw_payload).where(quarantine.c.dataset == spec.name, quarantine.c.event_id.is_(None),
+                                                  quarantine.c.raw_payload.in_(sorted(lines)))
+    with reading(engine) as conn:
+        found: list[Any] = list(conn.execute(query).scalars())
+    return {str(payload) for payload in found}
+
+
 def _neighbour_day(placed: list[tuple[date | None, str | None, str]], window: tuple[datetime, datetime]) -> date:
-    """Where a record with no cursor value lands (its partition quarantines it): beside the page's records."""
+    """Where a record with no cursor value lands (its partition quarantines it): beside the page's records
+    inside the window, else on the window's last day (the newest the pull reads)."""
     days = [day for day, _, _ in placed if day is not None]
-    return min(days) if days else window[0].date()
+    return min(days) if days else (window[1] - timedelta(microseconds=1)).date()
 
 
 def land_page(root: Path, spec: DatasetSpec, source: PulledSource, run_id: str, page: int, records: Iterable[Any],
@@ -106,8 +119,9 @@ def land_page(root: Path, spec: DatasetSpec, source: PulledSource, run_id: str, 
 
     Records whose cursor is past the window's end are left for a later pull (counted in newest_seen);
     records before its start were landed by an earlier pull. A record whose cursor is no timestamp still
-    lands (the contract quarantines it, with its reason), in the page's first day (else the window's). With `engine`, a
-    record bronze or quarantine already holds with the same text is not landed again (it would change nothing)."""
+    lands (the contract quarantines it, with its reason), beside the page's records (else on the window's last
+    day). With `engine`, a record bronze or quarantine already holds with the same text is not landed again (it
+    would change nothing), a record with no event key (no object) included."""
     folder = Path("sources") / spec.name / run_id / f"page-{page:05d}"
     target = root / folder
     shutil.rmtree(target, ignore_errors=True)
@@ -130,12 +144,15 @@ def land_page(root: Path, spec: DatasetSpec, source: PulledSource, run_id: str, 
         placed.append((instant.date() if instant else None, event if type(event) is str else None, json_text(shaped)))
     for day, event, line in placed:
         by_day[day or _neighbour_day(placed, window)].append((event, line))
-    held = set()
+    held: set[str] = set()
+    keyless: set[str] = set()
     if engine is not None:
         held = already_held(engine, spec, {event: line for lines in by_day.values() for event, line in lines if event})
+        keyless = quarantined_keyless(engine, spec, {line for lines in by_day.values() for event, line in lines
+                                                     if event is None})
     count = skipped = 0
     for day, lines in sorted(by_day.items()):
-        fresh = [line for event, line in lines if event is None or event not in held]
+        fresh = [line for event, line in lines if not (event in held if event else line in keyless)]
         skipped += len(lines) - len(fresh)
         if fresh:
             write_atomic(target / f"{day.isoformat()}.jsonl", "\n".join(fresh) + "\n")

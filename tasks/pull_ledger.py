@@ -135,6 +135,11 @@ def recent_runs(conn: Connection, dataset: str, source: str, since: datetime) ->
                              .order_by(pull_run.c.started_at)))
 
 
+def first_pull_at(conn: Connection, dataset: str, source: str) -> datetime | None:
+    return as_utc(conn.execute(select(func.min(pull_run.c.started_at)).where(
+        pull_run.c.dataset == dataset, pull_run.c.source == source)).scalar_one())
+
+
 def retries_since(conn: Connection, dataset: str, source: str, since: datetime) -> int:
     """Page attempts beyond the first, over the pulls started since then: throttling and server errors."""
     return int(conn.execute(

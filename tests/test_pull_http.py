@@ -115,16 +115,50 @@ def test_throttling_and_server_errors_are_retried_by_prefect_honouring_retry_aft
 
 def test_a_client_error_fails_in_one_line_and_the_next_pull_resumes_after_the_landed_pages(
         source: Callable[..., PagedApi], factory_env: str) -> None:
-    api = source(PagedApi(records=list(RECORDS), faults={3: (404, {})}))
+    api = source(PagedApi(paging=Paging.CURSOR_TOKEN, records=list(RECORDS), faults={3: (404, {})}))
     with pytest.raises(Exception, match=r"/customers \(page 3\): HTTP 404") as failed:
         pull_flow(dataset="customers")
     assert "\n" not in str(failed.value)
     assert count(factory_env, "SELECT COUNT(*) FROM pull_run WHERE status = 'FAILED'") == 1
     summary = pull_flow(dataset="customers")
     assert summary.resumed and summary.pages == 4
-    assert [q.get("page") for q in api.requests_for_pages()] == ["1", "2", "3", "4"]  # pages 1-2 asked once
+    assert [q.get("page") for q in api.requests_for_pages()] == [None, "3", "6", "9"]  # pages 1-2 asked once
     assert silver_state(factory_env) == expected_silver(RECORDS)
     assert count(factory_env, "SELECT COUNT(*) FROM pull_run WHERE status = 'SUCCEEDED'") == 1
+
+
+def test_a_resumed_page_numbered_pull_reads_again_from_page_one_so_no_shifted_record_is_lost(
+        source: Callable[..., PagedApi], factory_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page numbers are positions: two records updated while the pull was down move every later record
+    up two places, and page 2 of the resumed pull would skip two of them for good."""
+    from tests.faults import Injected, inject
+
+    api = source(PagedApi(records=list(RECORDS)))
+    with monkeypatch.context() as patch:
+        inject(patch, "tasks.pull_ledger:record_page:after:1")
+        with pytest.raises(Injected):
+            pull_flow(dataset="customers")
+    moved = [customer(1, "2026-04-17T11:00:00Z", tier="free"), customer(2, "2026-04-17T11:30:00Z", tier="free")]
+    api.records[:2] = moved  # updated in place: their old versions are gone from the source
+    summary = pull_flow(dataset="customers")
+    assert summary.resumed
+    assert silver_state(factory_env) == expected_silver(RECORDS + moved)  # CUST-000004 and -5 included
+
+
+def test_a_record_that_is_no_object_is_quarantined_once_however_often_it_is_read(
+        source: Callable[..., PagedApi], factory_env: str) -> None:
+    source(PagedApi(records=[*RECORDS, "lost in transit"]))
+    pull_flow(dataset="customers")
+    again = pull_flow(dataset="customers", start=date(2026, 4, 15), end=date(2026, 4, 17), replay=True)
+    assert (again.records, again.partitions) == (0, [])
+    assert count(factory_env, "SELECT COUNT(*) FROM quarantine WHERE reason_code = 'malformed_record'") == 1
+
+
+def test_a_source_clock_behind_the_window_fails_the_pull_in_one_line(source: Callable[..., PagedApi],
+                                                                     factory_env: str) -> None:
+    source(PagedApi(records=list(RECORDS)), settle=timedelta(days=36500))  # as if its clock were a century late
+    with pytest.raises(Exception, match=r"the source's clock .* minus settle is before the window's start"):
+        pull_flow(dataset="customers")
 
 
 def test_a_pull_killed_after_a_page_resumes_from_the_next_and_converges(
@@ -141,8 +175,10 @@ def test_a_pull_killed_after_a_page_resumes_from_the_next_and_converges(
     assert killed.returncode == -9, killed.stderr
     assert count(factory_env, "SELECT COUNT(*) FROM pull_run WHERE status = 'RUNNING'") == 1
     summary = pull_flow(dataset="customers")
-    assert summary.resumed and summary.pages == 3  # two full pages, then an empty one ends it
-    assert [q.get("page") for q in api.requests_for_pages()] == ["1", "2", "3"]  # page 1 was not asked again
+    # page numbers are positions: the resumed pull reads from page 1 again (two full pages, then an empty
+    # one), landing after the killed pull's page
+    assert summary.resumed and summary.pages == 4
+    assert [q.get("page") for q in api.requests_for_pages()] == ["1", "1", "2", "3"]
     assert silver_state(factory_env) == expected_silver(RECORDS)
     assert count(factory_env, "SELECT COUNT(*) FROM pull_run WHERE status <> 'SUCCEEDED'") == 0
     assert count(factory_env, "SELECT COUNT(*) FROM ingest_run WHERE status = 'running'") == 0
@@ -214,3 +250,15 @@ def test_health_flags_a_cursor_that_stopped_while_the_source_shows_newer_data(
     assert [f.kind for f in found] == ["cursor_stagnation"]
     assert "has not moved for 7.0 h while the source shows" in found[0].detail
     assert pull_problems(engine, get_dataset("customers"), HealthThresholds(), datetime.now(timezone.utc)) == []
+
+
+def test_health_flags_a_source_whose_cursor_was_never_set(source: Callable[..., PagedApi], factory_env: str) -> None:
+    from tasks.health import HealthThresholds, pull_problems
+    from schemas.datasets import get_dataset
+
+    just_now = (datetime.now(timezone.utc) - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    source(PagedApi(records=[customer(9, just_now)]))  # only a record past the settle line: nothing read
+    pull_flow(dataset="customers")
+    found = pull_problems(get_engine(factory_env), get_dataset("customers"), HealthThresholds(),
+                          datetime.now(timezone.utc) + timedelta(hours=7))
+    assert [(f.kind, f.detail.split(" has ")[0]) for f in found] == [("cursor_stagnation", "cursor (never set)")]
