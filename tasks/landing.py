@@ -49,15 +49,22 @@ def cursor_instant(value: Any) -> datetime | None:
         return None
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # compact, ASCII (a lone surrogate stays escaped)
+_NEEDS_CARE = (dict, list, Decimal)
+
+
 def json_text(value: Any) -> str:
-    """JSON text of a parsed value whose numbers are Decimal (parse_float=Decimal): exact, never a float."""
+    """JSON text of a parsed value whose numbers are Decimal (parse_float=Decimal): exact, never a float.
+    A flat record (the common case) is one call of the C encoder; Decimals and nesting go by hand."""
+    if type(value) is dict and not any(type(v) in _NEEDS_CARE for v in value.values()):
+        return _ENCODE(value)
     if isinstance(value, dict):
         return "{" + ",".join(f"{json.dumps(str(k))}:{json_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ",".join(json_text(v) for v in value) + "]"
     if isinstance(value, Decimal):
         return str(value) if value.is_finite() else json.dumps(float(value))
-    return json.dumps(value)
+    return _ENCODE(value)
 
 
 @dataclass(frozen=True)
@@ -69,11 +76,15 @@ class LandedPage:
     days: tuple[date, ...]
 
 
+def _key_part(value: Any) -> str:
+    return value if type(value) is str else "" if value is None else json_text(value).strip('"')
+
+
 def shape(source: PulledSource, spec: DatasetSpec, record: Any) -> Any:
     """The record as the contract reads it: with its event key derived, when the source declares how."""
     if source.event_key_from and isinstance(record, dict):
         parts = [record.get(name) for name in source.event_key_from]
-        record = {**record, spec.event_key: "@".join("" if p is None else json_text(p).strip('"') for p in parts)}
+        record = {**record, spec.event_key: "@".join(_key_part(p) for p in parts)}
     return record
 
 
@@ -137,7 +148,7 @@ def land_page(root: Path, spec: DatasetSpec, source: PulledSource, run_id: str, 
             if not window[0] <= instant < window[1]:
                 continue
             key = record.get(source.key_field)
-            candidate = CursorValue(instant, "" if key is None else json_text(key).strip('"'))
+            candidate = CursorValue(instant, _key_part(key))
             newest = candidate if newest is None or candidate > newest else newest
         shaped = shape(source, spec, record)
         event = shaped.get(spec.event_key) if isinstance(shaped, dict) else None
