@@ -81,7 +81,7 @@ class SqlWindow:
             self.table = _table(conn, self.source)
         except SQLAlchemyError as exc:
             self.engine.dispose()
-            raise TransientError(f"sql source {self.engine.url.render_as_string()}: {exc}".splitlines()[0]) from None
+            raise TransientError(f"sql source {self.engine.url.render_as_string(hide_password=True)}: {exc}".splitlines()[0]) from None
         for name in (self.source.cursor_field, self.source.key_field):
             if name not in self.table.c:
                 raise SourceError(f"{self.source.table}: no column {name!r} (the source's cursor or key)")
