@@ -142,7 +142,10 @@ class _Pages:
         # names other records once the source changed while the pull was down (rows that moved up would
         # fall between the pages): a resumed positional pull reads its window from the first page again.
         # What it landed stays; the overlap is one event each (bronze, in-batch dedup).
-        token = None if self.source.paging in (Paging.PAGE_NUMBER, Paging.OFFSET) else after
+        positional = self.source.positional_tokens or self.source.paging in (Paging.PAGE_NUMBER, Paging.OFFSET)
+        token = None if positional else after
+        previous: list[Any] | None = None
+        fetched = 0
         while True:
             if self.first is not None and number == 1:
                 page = self.first
@@ -150,10 +153,14 @@ class _Pages:
                 page = self._fetch()(self.source, self.url, token, run.window_start, number)
             if page.next_token is not None and page.next_token == token:
                 raise SourceError(f"{self.url} (page {number}): the next page's token is this page's ({token})")
+            if page.records and page.records == previous:
+                raise SourceError(f"{self.url} (page {number}): the same records as the page before: does the API "
+                                  f"ignore `{self.source.page_param}`?")
             yield number, token, page.records, page.next_token, page.attempts
             if page.next_token is None:
                 return
-            if number >= self.source.max_pages:
+            previous, fetched = page.records, fetched + 1
+            if fetched >= self.source.max_pages:
                 raise SourceError(f"{self.url}: more than {self.source.max_pages} pages in one pull")
             token, number = page.next_token, number + 1
 
@@ -171,7 +178,8 @@ class _Pages:
 
 @flow(name="pull-flow", log_prints=False)
 def pull_flow(dataset: str, start: date | None = None, end: date | None = None, replay: bool = False,
-              reason_code: ActionReason = ActionReason.SCHEDULED, operator: str = "datafactory") -> PullSummary:
+              reason_code: ActionReason = ActionReason.SCHEDULED, operator: str = "datafactory",
+              restart: bool = False) -> PullSummary:
     """Pull a dataset's source (HTTP API or SQL table) from its cursor, land the pages, ingest the days
     they touched, then move the cursor forward (compare-and-set, after its event).
 
@@ -186,6 +194,8 @@ def pull_flow(dataset: str, start: date | None = None, end: date | None = None, 
         replay: the days are pulled again because the source rewrote them (REPLAY, not BACKFILL)
         reason_code: why, for the partitions' ledger and decision log (scheduled, operator_request, ...)
         operator: who asked for it
+        restart: give up an unfinished pull that cannot finish (an expired token, a page that always
+            fails) instead of resuming it; this pull reads from the cursor (which it never moved)
     """
     settings = load_settings()
     spec = get_dataset(dataset)
@@ -196,11 +206,11 @@ def pull_flow(dataset: str, start: date | None = None, end: date | None = None, 
     direction = Direction.FORWARD if days is None else Direction.REPLAY if replay else Direction.BACKFILL
     engine = get_engine(settings.database_url)
     with partition_lock(engine, dataset, f"pull:{source.name}", lambda: "another pull of this source"):
-        return _pull(settings, spec, source, engine, direction, days, ActionReason(reason_code), operator)
+        return _pull(settings, spec, source, engine, direction, days, ActionReason(reason_code), operator, restart)
 
 
 def _pull(settings: FactorySettings, spec: DatasetSpec, source: PulledSource, engine: Engine, direction: Direction,
-          days: tuple[date, date] | None, reason: ActionReason, operator: str) -> PullSummary:
+          days: tuple[date, date] | None, reason: ActionReason, operator: str, restart: bool = False) -> PullSummary:
     logger = get_run_logger()
     root = settings.manifest_root(spec.name)
     flow_run_id = str(flow_run.id) if flow_run.id else None
@@ -210,6 +220,10 @@ def _pull(settings: FactorySettings, spec: DatasetSpec, source: PulledSource, en
     if days is not None and run is not None and (run.window_start.date(), (run.window_end - timedelta(
             microseconds=1)).date()) != days:
         run = None  # an unfinished re-pull of other days is not this one
+    if restart and run is not None:
+        logger.warning("%s: abandoning pull %s (%s); reading from the cursor instead", spec.name, run.run_id, run.status)
+        pull_ledger.finish(engine, run.run_id, PullStatus.ABANDONED, datetime.now(timezone.utc), "abandoned: --restart")
+        run = None
     reader = _Pages(settings, spec, engine)
     resumed = run is not None
     try:

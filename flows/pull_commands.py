@@ -19,7 +19,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         raise cli.UsageError("--replay needs --start: the days whose window the source rewrote")
     cli._preflight()
     summary = pull_flow(dataset=args.dataset, start=args.start, end=args.end, replay=args.replay,
-                        reason_code=args.reason, operator=args.operator)
+                        reason_code=args.reason, operator=args.operator, restart=args.restart)
     if args.json:
         cli._print_json(summary.model_dump(mode="json"))
         return cli._exit_for(summary.partitions)
@@ -139,6 +139,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, dataset: Any, day: An
     pull.add_argument("--start", type=day, default=None, help="first day (UTC) to pull again")
     pull.add_argument("--end", type=day, default=None, help="last day to pull again (default: --start)")
     pull.add_argument("--replay", action="store_true", help="the source rewrote these days (REPLAY events)")
+    pull.add_argument("--restart", action="store_true",
+                      help="give up an unfinished pull that cannot finish instead of resuming it")
     pull.add_argument("--reason", choices=reasons, default="operator_request")
     pull.add_argument("--operator", type=operator, default="cli")
     pull.set_defaults(func=cmd_pull)

@@ -54,6 +54,9 @@ class HttpSource(PulledSource):
     page_param: str = "page"  # page number, offset or cursor token
     size_param: str | None = "page_size"
     next_token_path: str = "next_cursor"  # CURSOR_TOKEN: the body's dotted path to the next token
+    # the API's cursor tokens or next links are offsets in disguise (`?page=3`): a resumed pull reads its
+    # window from the first page again, as it does for page-number and offset paging
+    positional_tokens: bool = False
     auth_secret_block: str | None = None
     auth_env: str | None = None
     timeout_seconds: float = 30.0

@@ -108,11 +108,14 @@ def pull_problems(engine: Engine, spec: DatasetSpec, limits: HealthThresholds, n
     newest_seen = max(seen, default=None)
     still = None if moved is None else now - moved
     shown = "cursor " + (str(current) if current is not None else "(never set)")
-    if still is not None and newest_seen is not None and (current is None or newest_seen > current.value) \
-            and still > timedelta(hours=limits.stagnant_hours):
+    # behind what the source showed, clipped to the stagnation horizon: a future-dated row, or one still
+    # inside the settle margin, is no sign of a stuck cursor
+    behind = newest_seen is not None and (current is None or current.value < min(
+        newest_seen, now - timedelta(hours=limits.stagnant_hours)))
+    if still is not None and behind and still > timedelta(hours=limits.stagnant_hours):
         findings.append(Finding("cursor_stagnation", spec.name, where,
                                 f"{shown} has not moved for {still.total_seconds() / 3600:.1f} h while the "
-                                f"source shows {newest_seen.isoformat()} (see the runbook: a stuck cursor)"))
+                                f"source shows {newest_seen} (see the runbook: a stuck cursor)"))
     elif still is not None and still > timedelta(hours=limits.silent_hours):
         findings.append(Finding("cursor_stagnation", spec.name, where,
                                 f"{shown} has not moved for {still.total_seconds() / 3600:.1f} h "
@@ -120,11 +123,21 @@ def pull_problems(engine: Engine, spec: DatasetSpec, limits: HealthThresholds, n
     if retries > limits.page_retries:
         findings.append(Finding("page_retry_storm", spec.name, where,
                                 f"{retries} page retries (throttling, server errors) over the last 24 h"))
-    if runs and runs[-1].status in (pull_ledger.PullStatus.FAILED, pull_ledger.PullStatus.RUNNING) \
-            and now - pull_ledger.as_utc(runs[-1].started_at) > timedelta(minutes=limits.stale_minutes):  # type: ignore[operator]
-        findings.append(Finding("failed_pull", spec.name, where, f"pull {runs[-1].run_id} is {runs[-1].status}: "
-                                f"{runs[-1].error or 'killed?'} (the next pull resumes it)"))
+    last = runs[-1] if runs else None
+    if last is not None and last.status in ("FAILED", "RUNNING", "LANDED") and not _pull_is_live(engine, spec, source.name):
+        why = last.error or ("its process died" if last.status == "RUNNING" else "its partitions were not all ingested")
+        findings.append(Finding("failed_pull", spec.name, where, f"pull {last.run_id} is {last.status}: {why} (the "
+                                "next pull resumes it; one that cannot finish: `datafactory pull --restart`)"))
     return findings
+
+
+def _pull_is_live(engine: Engine, spec: DatasetSpec, source: str) -> bool:
+    """A pull holds its source's lock while it runs; a free lock means the pull in the ledger is over."""
+    try:
+        with partition_lock(engine, spec.name, f"pull:{source}", lambda: "a pull", wait=False):
+            return False
+    except PartitionLockedError:
+        return True
 
 
 def find_problems(engine: Engine, dataset: str, declared: set[date], limits: HealthThresholds,

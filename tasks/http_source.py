@@ -110,7 +110,7 @@ def _next_token(source: HttpSource, token: str | None, response: httpx.Response,
     if source.paging is Paging.CURSOR_TOKEN:
         following = _dig(body, source.next_token_path)
         return None if following in (None, "") else str(following)
-    if len(records) < source.page_size:  # a short page is the last (page number and offset paging)
+    if not records:  # an empty page is the last: a server may cap the page below the size we ask for
         return None
     if source.paging is Paging.PAGE_NUMBER:
         return str(int(token or "1") + 1)

@@ -24,6 +24,7 @@ class PullStatus:
     LANDED = "LANDED"  # every page landed and its manifests written; its partitions are being ingested
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    ABANDONED = "ABANDONED"  # an operator gave it up (`pull --restart`): the next pull starts from the cursor
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def unfinished(conn: Connection, dataset: str, source: str, direction: Direction
     if window is not None:
         query = query.where(pull_run.c.window_start == window[0], pull_run.c.window_end == window[1])
     row = conn.execute(query.order_by(pull_run.c.started_at.desc()).limit(1)).first()
-    return None if row is None or row.status == PullStatus.SUCCEEDED else _as_run(row)
+    return None if row is None or row.status in (PullStatus.SUCCEEDED, PullStatus.ABANDONED) else _as_run(row)
 
 
 def start(engine: Engine, dataset: str, source: str, direction: Direction, window: tuple[datetime, datetime],

@@ -10,6 +10,7 @@ after it (keyset pagination), so no page is read twice or skipped.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +44,11 @@ def _wire(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return Decimal(repr(value))
-    return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if value is None or isinstance(value, (str, int, bool, list, dict)):
+        return value
+    return str(value)  # UUID, time, interval, inet…: their text
 
 
 def _utc(value: Any) -> datetime:
@@ -77,6 +82,10 @@ class SqlWindow:
             if self.engine.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             conn.begin()
+            if self.engine.dialect.name == "postgresql":
+                # a `timestamp without time zone` column holds UTC (as our bounds and _wire assume) only if
+                # the session says so: a server in Europe/Berlin would shift the window by two hours
+                conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
             self._conn = conn
             self.table = _table(conn, self.source)
         except SQLAlchemyError as exc:

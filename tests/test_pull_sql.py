@@ -89,6 +89,33 @@ def test_a_row_committed_late_with_an_older_updated_at_is_ingested_by_the_next_p
     source.dispose()
 
 
+@pytest.mark.parametrize("warehouse_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_table_of_naive_utc_times_on_a_server_in_another_time_zone_loses_nothing(
+        pg_source: str, landing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`timestamp without time zone` holding UTC (as Rails and Django write it) on a server whose TimeZone is
+    Berlin, and a uuid column JSON has no type for: the window is read in UTC and every row arrives."""
+    naive = text(UPSERT.text).bindparams(bindparam("updated_at", type_=DateTime()))
+
+    def utc_naive(record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "updated_at": _row(record)["updated_at"].replace(tzinfo=None)}
+
+    source = create_engine(pg_source)
+    with source.begin() as conn:
+        conn.execute(text(f"ALTER DATABASE {pg_source.rsplit('/', 1)[1]} SET timezone TO 'Europe/Berlin'"))
+        conn.execute(text("DROP TABLE crm_customer"))
+        conn.execute(text(SQLITE_TABLE.replace("updated_at TIMESTAMP NOT NULL", "updated_at TIMESTAMP NOT NULL, "
+                                               "external_id UUID DEFAULT gen_random_uuid()")))
+        conn.execute(naive, [utc_naive(r) for r in FIRST])
+    _declare(monkeypatch, pg_source)
+    pull_flow(dataset="customers")
+    late = customer(6, "2026-04-17T09:10:00Z")  # inside the lookback: lost if the window were read in Berlin time
+    with source.begin() as conn:
+        conn.execute(naive, utc_naive(late))
+    source.dispose()
+    pull_flow(dataset="customers")
+    assert silver_state(landing) == expected_silver([*FIRST, late])
+
+
 @sqlite_only
 def test_a_failed_sql_pull_resumes_after_its_last_landed_page(landing: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
