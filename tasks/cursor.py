@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from schemas.tables import cursor_event, source_cursor
 from tasks.errors import FactoryError
+from tasks.ledger import as_utc
 
 
 class Direction(StrEnum):
@@ -43,22 +44,17 @@ class CursorValue:
         return f"({self.value.astimezone(timezone.utc).isoformat().replace('+00:00', 'Z')}, {self.key})"
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives naive datetimes back; every cursor value is UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
 def current(conn: Connection, dataset: str, source: str) -> CursorValue | None:
     row = conn.execute(select(source_cursor.c.cursor_value, source_cursor.c.cursor_key).where(
         source_cursor.c.dataset == dataset, source_cursor.c.source == source)).first()
-    return None if row is None else CursorValue(_utc(row.cursor_value), row.cursor_key)
+    return None if row is None else CursorValue(as_utc(row.cursor_value), row.cursor_key)
 
 
 def last_moved(conn: Connection, dataset: str, source: str) -> datetime | None:
     """When the forward cursor last moved."""
     moved = conn.execute(select(source_cursor.c.updated_at).where(
         source_cursor.c.dataset == dataset, source_cursor.c.source == source)).scalar_one_or_none()
-    return None if moved is None else _utc(moved)
+    return None if moved is None else as_utc(moved)
 
 
 def _append(conn: Connection, dataset: str, source: str, direction: Direction, previous: CursorValue | None,
@@ -109,7 +105,7 @@ def timeline(conn: Connection, dataset: str, source: str) -> list[dict[str, Any]
         event = dict(row)
         for column in ("previous_value", "new_value", "window_start", "window_end", "recorded_at"):
             if event[column] is not None:
-                event[column] = _utc(event[column])
+                event[column] = as_utc(event[column])
         out.append(event)
     return out
 

@@ -44,6 +44,11 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A datetime as UTC: SQLite gives DateTime(timezone=True) values back naive, PostgreSQL aware."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 class ArgumentError(FactoryError):
     """A run parameter that cannot be recorded as given (too long, control characters, unknown code)."""
 

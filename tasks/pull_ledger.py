@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from schemas.tables import pull_page, pull_run
+from tasks import ledger
 from tasks.cursor import CursorValue, Direction
 
 
@@ -40,9 +41,7 @@ class PullRun:
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return None if moment is None else ledger.as_utc(moment)
 
 
 def _as_run(row: Any) -> PullRun:
@@ -148,6 +147,3 @@ def retries_since(conn: Connection, dataset: str, source: str, since: datetime) 
             pull_page.join(pull_run, pull_page.c.run_id == pull_run.c.run_id))
         .where(pull_run.c.dataset == dataset, pull_run.c.source == source, pull_run.c.started_at >= since)).scalar_one())
 
-
-def hours_ago(now: datetime, hours: float) -> datetime:
-    return now - timedelta(hours=hours)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from schemas.sources import SqlSource
 from tasks.errors import TransientError
 from tasks.http_source import SourceError
+from tasks.ledger import as_utc
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,7 @@ class SqlPage:
 def _wire(value: Any) -> Any:
     """A column value as a JSON record carries it (timestamps as ISO-8601 UTC text, decimals exact)."""
     if isinstance(value, datetime):
-        moment = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -54,7 +54,7 @@ def _wire(value: Any) -> Any:
 def _utc(value: Any) -> datetime:
     if isinstance(value, str):  # SQLite's CURRENT_TIMESTAMP: 'YYYY-MM-DD HH:MM:SS', UTC
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return as_utc(value)
 
 
 def _token(cursor: Any, key: Any) -> str:
