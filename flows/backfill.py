@@ -23,18 +23,19 @@ from pydantic import BaseModel
 
 from flows.handover import one_delivery_summary
 from flows.partition import Steps, ingest_partition
-from schemas.datasets import DatasetSpec, get_dataset
+from schemas.datasets import DATASETS, DatasetSpec, get_dataset
 from schemas.manifest import SourceManifest
 from schemas.reason_codes import Action, ActionReason, Mode
 from schemas.settings import FactorySettings, load_settings
 from schemas.summary import PartitionSummary
 from tasks.assets import as_materialization, source_assets, table_assets
 from tasks.database import get_engine, reading
-from tasks.errors import FactoryError
+from tasks.errors import FactoryError, InputError
 from tasks.evidence import RunContext
 from tasks.handover import leave_evidence_task
 from tasks.ledger import outcome_of_flow_run
 from tasks.manifests import discover_manifests, partition_manifests
+from tasks.mart_models import MartGraph, load_models
 from tasks.materialize import commit_partition_task, retry_on_transient
 from tasks.plan import ACTIONS, INGESTING, plan_backfill, write_plan
 
@@ -166,6 +167,15 @@ def _runner(max_concurrency: int, dask_address: str | None) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=max(1, max_concurrency))
 
 
+def _marts_or_none(settings: FactorySettings) -> MartGraph | None:
+    """The marts a plan names as made stale; a broken model folder only leaves them out of the plan."""
+    try:
+        return load_models(Path(settings.marts_dir), DATASETS)
+    except InputError as exc:
+        get_run_logger().error("the plan names no marts: %s", exc)
+        return None
+
+
 @flow(name="backfill-flow")
 def backfill_flow(
     dataset: str,
@@ -214,7 +224,7 @@ def backfill_flow(
         Path(settings.report_dir), dataset, start, end, mode.value, only_gaps, operator,
         reason_code.value if reason_code else None,
         lambda report_path: plan_backfill(engine, spec, manifests, start, end, settings.partition_start_date,
-                                          mode.value, only_gaps, operator, report_path),
+                                          mode.value, only_gaps, operator, report_path, _marts_or_none(settings)),
     )
     entries = plan["entries"]
     todo = [e for e in entries if e["proposed_action"] in INGESTING]
@@ -229,5 +239,9 @@ def backfill_flow(
             futures = [_submit(runner, settings, spec, entry, manifests,
                                reason_code.value if reason_code else None, operator, deployment) for entry in todo]
             results = [_outcome(entry, future) for entry, future in zip(todo, futures)]
+        if any(r["status"] in ("succeeded", "held") for r in results) and deployment is None:
+            from flows.marts import after_commit  # once for the window: each mart partition computed once
+
+            after_commit(settings, dataset)
     return BackfillSummary(backfill_id=plan["backfill_id"], plan_path=str(plan_path), mode=mode.value,
                            planned=len(entries), to_ingest=len(todo), by_gap_reason=by_gap, results=results)

@@ -268,11 +268,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pulls = {dataset: demo_pulls(dataset, args.operator) for dataset in pulled}
     held += sorted({f"{dataset}/{p.partition_key}" for dataset, runs in pulls.items() for _, pull in runs
                     for p in pull.partitions if p.status == "held"})
+    from flows.mart_commands import marts_overview, print_marts_overview
+
+    marts, catalog = marts_overview()
     if args.json:
         _print_json({**{dataset: {"partitions": [_summary_json(s) for s in summaries],
                                   "no_input": [d.isoformat() for d in missing]} for dataset, summaries, missing in results},
                      **{dataset: {"pulls": [pull.model_dump(mode="json") for _, pull in runs]}
-                        for dataset, runs in pulls.items()}})
+                        for dataset, runs in pulls.items()}, "marts": marts, "catalog": catalog})
         return EXIT_OK
     from sqlalchemy.engine import make_url
 
@@ -292,6 +295,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for label, pull in runs:
             print(f"\n{label}")
             print_pull(pull)
+    print_marts_overview(marts, catalog)
     print(f"\nEvidence: {report / 'run_evidence'}/<dataset>/<partition>/<run>.json; "
           f"delivery summary: {report / 'delivery_summary.md'}; lake: {settings.lake_url}/<dataset>/dt=<partition>/")
     print("Next: `datafactory status --dataset tickets`, `datafactory checks --dataset tickets --partition 2026-04-16`, "
@@ -846,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.pull_commands import add_parsers as add_pull_parsers
 
     add_pull_parsers(sub, common, _dataset, _date, _operator, [r.value for r in ActionReason], DATASET_HELP)
+
+    from flows.mart_commands import add_parsers as add_mart_parsers
+
+    add_mart_parsers(sub, common, _dataset, _date)
 
     replay = sub.add_parser("replay", parents=[common], help="re-consume the inputs of one manifest")
     replay.add_argument("--manifest-id", type=_manifest_id, required=True)

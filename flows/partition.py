@@ -143,10 +143,15 @@ def partition_flow(
         operator: who asked for it, for the decision log
         accept_changed: take changed source files as they are now instead of refusing them
     """
+    settings = load_settings()
     summary = ingest_partition(
-        load_settings(), dataset, partition_key or scheduled_partition(), AS_TASKS, mode=Mode(mode),
+        settings, dataset, partition_key or scheduled_partition(), AS_TASKS, mode=Mode(mode),
         action=Action(action), reason_code=ActionReason(reason_code), manifest_id=manifest_id, force=force,
         operator=operator, accept_changed=accept_changed)
+    if summary.status in ("succeeded", "held"):  # committed: its downstream marts, then the catalog
+        from flows.marts import after_commit
+
+        after_commit(settings, dataset)
     if summary.status == "held":
         return Failed(message=f"{dataset}/{summary.partition_key} held: {summary.downstream.reason}",  # type: ignore[union-attr]
                       data=summary)

@@ -63,6 +63,9 @@ def restore_flow(
                            + (f"; {done.lake_note}" if done.lake_note else ""),
                            **done.counts.model_dump())
     summary = hand_over(settings, summary, ctx)
+    from flows.marts import after_commit
+
+    after_commit(settings, dataset)
     logger.info("%s/%s: restored snapshot %s (%s)", dataset, partition_key, snapshot_id, status)
     if status == "held":
         return Failed(message=f"{dataset}/{partition_key} held after restore: {summary.downstream.reason}",  # type: ignore[union-attr]

@@ -46,6 +46,10 @@ class FactorySettings(BaseSettings):
     chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, le=2**40)
     # how often a running attempt proves it is alive (health: stale after 30 min)
     heartbeat_seconds: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False)
+    # mart models (one DuckDB SQL file each); the shipped ones by default
+    marts_dir: Path = Path(__file__).parent / "marts"
+    # after a partition commits (run, backfill, restore, pull), its downstream marts are brought up to date
+    marts_after_commit: bool = True
     s3_block: str | None = None  # a saved prefect-aws S3Bucket block for s3:// URLs
     s3_endpoint_url: str | None = None  # an S3-compatible endpoint (MinIO) when no block is named
 

@@ -389,10 +389,58 @@ cursor_event = Table(
     Index("ix_cursor_event_source", "dataset", "source", "id"),
 )
 
+# Marts (tasks/marts.py): each partition of each mart, the upstream snapshots it was computed from, and
+# every computation. A mart's own snapshots live in lake_snapshot/lake_current under the mart's name.
+mart_partition = Table(
+    "mart_partition",
+    metadata,
+    Column("mart", String(64), primary_key=True),
+    Column("partition_key", String(10), primary_key=True),
+    Column("status", String(16), nullable=False),  # succeeded, held, failed
+    Column("model_fingerprint", String(64), nullable=False),  # the model file it was computed with
+    Column("inputs_fingerprint", String(64), nullable=False),  # of its (upstream, partition, snapshot) list
+    Column("snapshot_id", String(64)),  # its current lake snapshot (none while held before a first compute)
+    Column("run_id", String(36), nullable=False),
+    Column("rows", Integer),
+    Column("held_by", Text),  # JSON list of held inputs ("upstream/partition") when an input holds it
+    Column("detail", Text),  # why held or failed
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+mart_input = Table(
+    "mart_input",
+    metadata,
+    Column("mart", String(64), primary_key=True),
+    Column("partition_key", String(10), primary_key=True),
+    Column("upstream", String(64), primary_key=True),
+    Column("upstream_partition", String(10), primary_key=True),
+    Column("snapshot_id", String(64), nullable=False),
+    Column("good_fallback", Integer, nullable=False),  # 1: the input was held; its last good snapshot was read
+    Index("ix_mart_input_upstream", "upstream", "upstream_partition"),
+)
+
+mart_run = Table(
+    "mart_run",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("mart", String(64), nullable=False),
+    Column("partition_key", String(10), nullable=False),
+    Column("why", String(24), nullable=False),  # missing, stale, failed, released, operator_request
+    Column("status", String(16), nullable=False),  # succeeded, held, failed
+    Column("inputs", Text, nullable=False),  # JSON [[upstream, partition, snapshot], ...] it read
+    Column("snapshot_id", String(64)),
+    Column("rows", Integer),
+    Column("flow_run_id", String(36)),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    Column("detail", Text),
+    Index("ix_mart_run_partition", "mart", "partition_key"),
+)
+
 # the factory's own tables, versioned by the migrations in schemas/migrations/ (dataset tables are not)
 FACTORY_TABLES = (quarantine, redelivery, ingest_batch, ingest_run, partition_state, decision_log, check_result,
                   lake_snapshot, lake_current, verify_finding, dataset_contract, schema_change, pull_run, pull_page,
-                  source_cursor, cursor_event)
+                  source_cursor, cursor_event, mart_partition, mart_input, mart_run)
 
 
 def warehouse_tables() -> list[Table]:

@@ -105,7 +105,7 @@ def _write_and_check(conn: Connection, spec: DatasetSpec, batches: Batches, who:
     changes = [*(applied or []), *(c.as_dict() for c in evolve(conn, spec, now, who.operator, who.run_id))]
     writer = None
     if lake is not None:
-        writer = SnapshotWriter(lake, spec, who.partition_key, who.run_id,
+        writer = SnapshotWriter(lake, spec.name, who.partition_key, who.run_id,
                                 committed_ids(conn, spec.name, who.partition_key))
     try:
         on_accepted = (lambda accepted: writer.add(lake_frame(spec, accepted))) if writer is not None else None

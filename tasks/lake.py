@@ -253,10 +253,11 @@ class SnapshotWriter:
     (ledger.record_snapshot), then `publish_marker` shows it. Until `stage`, nothing but `_tmp/` is
     touched; a writer that fails removes its temp files (and the next commit any a crash left)."""
 
-    def __init__(self, lake: Lake, spec: DatasetSpec, day: date, run_id: str, keep: set[str]) -> None:
-        self.lake, self.spec, self.day, self.run_id = lake, spec, day, run_id
-        self.prefix = lake.prefix(spec.name, day)
-        clean_leftovers(lake, spec.name, day, keep)
+    def __init__(self, lake: Lake, name: str, day: date, run_id: str, keep: set[str]) -> None:
+        """`name`: the dataset's (or mart's) folder in the lake."""
+        self.lake, self.name, self.day, self.run_id = lake, name, day, run_id
+        self.prefix = lake.prefix(name, day)
+        clean_leftovers(lake, name, day, keep)
         self.snapshot_id = new_snapshot_id(run_id)
         self.files: list[dict[str, Any]] = []
         self.rows = 0
@@ -267,7 +268,7 @@ class SnapshotWriter:
         """Write a chunk of the snapshot's rows (an empty chunk only records the schema)."""
         schema = _schema(frame)
         if self.schema is not None and schema != self.schema:
-            raise LakeError("lake_file_corrupt", self.lake.where(self.spec.name, self.day),
+            raise LakeError("lake_file_corrupt", self.lake.where(self.name, self.day),
                             f"a chunk's schema {schema} differs from the snapshot's {self.schema}")
         self.schema = schema
         if frame.height == 0:
@@ -288,7 +289,7 @@ class SnapshotWriter:
             _validate_temp(self.lake, self.prefix, self.snapshot_id, self.files, self._empty)
         self.lake.storage.move(f"{self.prefix}/_tmp/{self.snapshot_id}", f"{self.prefix}/data/{self.snapshot_id}")
         record = {
-            "snapshot_id": self.snapshot_id, "dataset": self.spec.name, "partition_key": self.day.isoformat(),
+            "snapshot_id": self.snapshot_id, "dataset": self.name, "partition_key": self.day.isoformat(),
             "run_id": self.run_id, "committed_at": datetime.now(timezone.utc).isoformat(), "rows": self.rows,
             "schema": self.schema, "files": self.files, **(details or {}),
         }
@@ -309,7 +310,7 @@ class SnapshotWriter:
 def stage_snapshot(lake: Lake, spec: DatasetSpec, day: date, frame: pl.DataFrame, run_id: str,
                    keep: set[str], details: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     """A whole frame as a staged snapshot (restore and compaction write snapshots this way)."""
-    writer = SnapshotWriter(lake, spec, day, run_id, keep)
+    writer = SnapshotWriter(lake, spec.name, day, run_id, keep)
     writer.add(frame)
     return writer.stage(details)
 

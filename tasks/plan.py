@@ -21,6 +21,7 @@ from schemas.tables import partition_state
 from tasks.atomic import write_atomic
 from tasks.database import reading
 from tasks.manifests import batch_id_for, delivery_order, source_fingerprint
+from tasks.mart_models import MartGraph
 from tasks.validate import partition_window
 from tasks.verify import untrusted_partitions
 
@@ -49,8 +50,10 @@ def _days(start: date, end: date) -> list[date]:
 
 
 def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManifest], start: date, end: date,
-                  first_partition: date, mode: str, only_gaps: bool, operator: str, report_path: str) -> list[dict[str, Any]]:
-    """One plan entry per partition in [max(start, first_partition), end]: one query, no per-partition work in Prefect."""
+                  first_partition: date, mode: str, only_gaps: bool, operator: str, report_path: str,
+                  marts: MartGraph | None = None) -> list[dict[str, Any]]:
+    """One plan entry per partition in [max(start, first_partition), end]: one query, no per-partition work in
+    Prefect. With `marts`, each entry to ingest names the mart partitions it will make stale."""
     by_day: dict[date, list[SourceManifest]] = defaultdict(list)
     for manifest in manifests:
         if manifest.dataset == spec.name:
@@ -107,6 +110,7 @@ def plan_backfill(engine: Engine, spec: DatasetSpec, manifests: list[SourceManif
             "downstream_impact": (
                 f"{spec.silver_table} rows of the {spec.entity_key}s this partition touches may change; "
                 "consumers of this partition wait for its checks" if action in INGESTING else "none"),
+            "stale_marts": marts.affected(spec.name, day) if marts is not None and action in INGESTING else [],
             "operator": operator,
             "target_assets": targets if action in INGESTING else [],
             "report_path": report_path,

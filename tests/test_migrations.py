@@ -47,7 +47,7 @@ def _revision(url: str) -> str | None:
 
 def test_a_new_warehouse_is_created_at_the_codes_revision(warehouse_url: str) -> None:
     get_engine(warehouse_url)
-    assert _revision(warehouse_url) == migrations.head_revision() == "0003"
+    assert _revision(warehouse_url) == migrations.head_revision() == "0004"
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -56,7 +56,7 @@ def test_a_release_0_1_sqlite_warehouse_upgrades_itself_and_keeps_its_ledger(war
     _release_0_1_warehouse(warehouse_url)
     assert _revision(warehouse_url) is None  # release 0.1 recorded none
     ingest(warehouse_url, sample_dir, D14)  # the first command upgrades, then runs
-    assert _revision(warehouse_url) == "0003"
+    assert _revision(warehouse_url) == "0004"
     with get_engine(warehouse_url).connect() as conn:
         runs = conn.execute(text("SELECT run_id FROM ingest_run ORDER BY run_id")).scalars().all()
         assert conn.execute(text("SELECT COUNT(*) FROM schema_change")).scalar_one() == 0
@@ -73,12 +73,12 @@ def test_a_release_0_1_postgresql_warehouse_is_refused_until_db_upgrade(warehous
     env = {"FACTORY_DATABASE_URL": warehouse_url}
     code, _, err = cli(monkeypatch, capsys, workspace, "status", env=env)
     assert code == 2
-    assert err.strip().endswith("the warehouse's factory tables are at revision 0001, this code needs 0003: run "
+    assert err.strip().endswith("the warehouse's factory tables are at revision 0001, this code needs 0004: run "
                                 "`datafactory db upgrade` (nothing was changed)")
     assert _revision(warehouse_url) is None  # nothing was changed
     code, out, _ = cli(monkeypatch, capsys, workspace, "db", "upgrade", env=env)
-    assert code == 0 and out.strip().endswith("upgraded from revision 0001 to 0003")
-    assert _revision(warehouse_url) == "0003"
+    assert code == 0 and out.strip().endswith("upgraded from revision 0001 to 0004")
+    assert _revision(warehouse_url) == "0004"
     ingest(warehouse_url, sample_dir, D14)
     with get_engine(warehouse_url).connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM ingest_run")).scalar_one() == 2

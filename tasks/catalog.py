@@ -1,0 +1,203 @@
+"""`{lake}/catalog.duckdb`: a DuckDB file analysts open read-only to query the lake by name.
+
+Regenerated from the ledger after every commit (each record read and checked against the sha256 the
+ledger committed), written whole to a temp file and put in place in one step (a rename locally, one PUT
+on S3), so a reader sees the old catalog or the new one. Every view reads exactly the files of
+committed snapshots, never a glob: a crash mid-commit leaves the catalog on the snapshots before it.
+
+    tickets                        every current partition's events (+ dt, _snapshot_id)
+    tickets_dt('2026-04-17')       one partition
+    tickets_snapshot(day, id)      one retained snapshot of a partition (as of that commit)
+    ticket_fact / ticket_fact_dt(day)   silver from the lake: each entity's greatest event (as of a day)
+    <mart> / <mart>_dt(day) / <mart>_snapshot(day, id)
+    _catalog                       what the views read: table, partition, snapshot, files, rows
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine
+
+from schemas.datasets import DATASETS, DatasetSpec
+from tasks import ledger
+from tasks.database import reading
+from tasks.lake import Lake, LakeError, read_record
+from tasks.locks import partition_lock
+from tasks.duck import literal, quoted
+from tasks.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+CATALOG = "catalog.duckdb"
+
+
+def catalog_location(lake: Lake) -> str:
+    """Where the catalog is: an absolute path, or an s3:// URL."""
+    if isinstance(lake.storage, LocalStorage):
+        return str((Path(lake.storage.url) / CATALOG).resolve())
+    return f"{lake.storage.url}/{CATALOG}"
+
+
+def _file_url(lake: Lake, name: str, day: date, path: str) -> str:
+    if isinstance(lake.storage, LocalStorage):
+        return str((Path(lake.storage.url) / lake.prefix(name, day) / path).resolve())
+    return lake.where(name, day, path)
+
+
+def _select(lake: Lake, name: str, day: date, record: dict[str, Any], extra: bool) -> str:
+    files = ", ".join(literal(_file_url(lake, name, day, f["path"])) for f in record["files"])
+    head = f"DATE '{day.isoformat()}' AS dt, {literal(record['snapshot_id'])} AS _snapshot_id, " if extra else ""
+    return f"SELECT {head}* FROM read_parquet([{files}], hive_partitioning = false)"
+
+
+def _records(engine: Engine, lake: Lake, name: str) -> tuple[dict[date, dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The current record per partition, every retained record, and the problems found reading them."""
+    current: dict[date, dict[str, Any]] = {}
+    retained: list[dict[str, Any]] = []
+    problems: list[str] = []
+    with reading(engine) as conn:
+        now = ledger.current_snapshots(conn, name)
+        rows = ledger.snapshot_records(conn, name)
+    for row in rows:
+        day = date.fromisoformat(row.partition_key)
+        try:
+            record = read_record(lake, name, day, row.snapshot_id, row.record_sha256)
+        except LakeError as exc:
+            problems.append(f"{name}/{day} {row.snapshot_id}: {exc.reason}")
+            continue
+        retained.append(record)
+        if now.get(row.partition_key) == row.snapshot_id:
+            current[day] = record
+    return current, retained, problems
+
+
+def _table_views(con: Any, lake: Lake, name: str, grain: str | None, current: dict[date, dict[str, Any]],
+                 retained: list[dict[str, Any]]) -> None:
+    """A view over the current snapshots, a one-day macro, an as-of-snapshot macro. Datasets get `dt`
+    and `_snapshot_id` columns; a mart's rows carry its grain column already."""
+    extra = grain is None
+    day_column = grain or "dt"
+    union = " UNION ALL BY NAME ".join(_select(lake, name, d, r, extra) for d, r in sorted(current.items()))
+    con.execute(f"CREATE VIEW {quoted(name)} AS {union}")
+    con.execute(f"CREATE MACRO {quoted(name + '_dt')}(day) AS TABLE "
+                f"SELECT * FROM {quoted(name)} WHERE {quoted(day_column)} = CAST(day AS DATE)")
+    every = " UNION ALL BY NAME ".join(
+        f"SELECT DATE '{r['partition_key']}' AS _dt, {literal(r['snapshot_id'])} AS _sid, * FROM ("
+        f"{_select(lake, name, date.fromisoformat(r['partition_key']), r, extra)})" for r in retained)
+    con.execute(f"CREATE VIEW {quoted('_' + name + '_snapshots')} AS {every}")
+    con.execute(f"CREATE MACRO {quoted(name + '_snapshot')}(day, snapshot_id) AS TABLE "
+                f"SELECT * EXCLUDE (_dt, _sid) FROM {quoted('_' + name + '_snapshots')} "
+                "WHERE _dt = CAST(day AS DATE) AND _sid = snapshot_id")
+
+
+def _silver_views(con: Any, spec: DatasetSpec) -> None:
+    """Silver computed from the lake's events: per entity its greatest event by (ordering, event key),
+    the rule the warehouse's silver follows; `_dt(day)` as of the end of a delivery day."""
+    fields = ", ".join(f"{quoted(f.name)} AS {quoted(spec.silver_name(f.name))}" for f in spec.fields)
+    order = f"{quoted(spec.ordering_column)} DESC, {quoted(spec.event_key)} DESC"
+    body = (f"SELECT {fields} FROM {{source}} QUALIFY row_number() OVER (PARTITION BY {quoted(spec.entity_key)} "
+            f"ORDER BY {order}) = 1")
+    con.execute(f"CREATE VIEW {quoted(spec.silver_table)} AS " + body.format(source=quoted(spec.name)))
+    con.execute(f"CREATE MACRO {quoted(spec.silver_table + '_dt')}(day) AS TABLE " + body.format(
+        source=f"(SELECT * FROM {quoted(spec.name)} WHERE dt <= CAST(day AS DATE))"))
+
+
+def build_catalog(engine: Engine, lake: Lake, marts: dict[str, str], path: Path) -> list[str]:
+    """Write the catalog to `path` (`marts`: name -> grain column); returns the problems met."""
+    import duckdb
+
+    built = datetime.now(timezone.utc)
+    rows: list[tuple[Any, ...]] = []
+    problems: list[str] = []
+    con = duckdb.connect(str(path))
+    try:
+        tables: list[tuple[str, str | None]] = [(n, None) for n in sorted(DATASETS)] + sorted(marts.items())
+        for name, grain in tables:
+            current, retained, found = _records(engine, lake, name)
+            problems += found
+            if not current:
+                continue
+            _table_views(con, lake, name, grain, current, retained)
+            if grain is None:
+                _silver_views(con, DATASETS[name])
+            rows += [(name, "dataset" if grain is None else "mart", d, r["snapshot_id"], len(r["files"]), r["rows"],
+                      r["committed_at"]) for d, r in sorted(current.items())]
+        con.execute("CREATE TABLE _catalog (table_name VARCHAR, kind VARCHAR, partition_key DATE, snapshot_id VARCHAR,"
+                    " files INTEGER, rows BIGINT, committed_at VARCHAR, built_at TIMESTAMPTZ)")
+        if rows:
+            con.executemany("INSERT INTO _catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(*r, built) for r in rows])
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return problems
+
+
+def refresh_catalog(engine: Engine, lake: Lake, marts: dict[str, str]) -> str | None:
+    """Regenerate `{lake}/catalog.duckdb` in one step; None, or why it was not (the data stays committed)."""
+    holder = lambda: None  # noqa: E731 - a catalog refresh is short; whoever holds it is one
+    try:
+        with partition_lock(engine, "_catalog", "0000-00-00", holder), \
+                tempfile.TemporaryDirectory(prefix="datafactory-catalog-") as folder:
+            staged = Path(folder) / CATALOG
+            problems = build_catalog(engine, lake, marts, staged)
+            if isinstance(lake.storage, LocalStorage):  # a rename in the lake folder: atomic
+                target = Path(catalog_location(lake))
+                partial = target.with_name(f".{CATALOG}.{os.getpid()}.partial")
+                partial.write_bytes(staged.read_bytes())
+                os.replace(partial, target)
+            else:
+                lake.storage.write(CATALOG, staged.read_bytes())  # one PUT: atomic per object
+    except Exception as exc:  # the commit it follows stands; the next one regenerates the catalog
+        log.warning("the lake catalog was not regenerated: %s", exc)
+        return f"the lake catalog was not regenerated ({type(exc).__name__}: {exc})"
+    for problem in problems:
+        log.warning("catalog: left out %s", problem)
+    return None
+
+
+def duckdb_cli() -> str:
+    """The DuckDB shell installed beside this Python (duckdb-cli), or `duckdb` from the PATH."""
+    beside = Path(sys.executable).parent / "duckdb"
+    return str(beside) if beside.exists() else "duckdb"
+
+
+def install_httpfs() -> None:
+    """Put the pinned httpfs extension (duckdb-extension-httpfs) where DuckDB looks for it, so an S3 lake's
+    catalog opens without downloading anything."""
+    import duckdb
+    import duckdb_extension_httpfs  # type: ignore[import-untyped]
+
+    folder = Path(duckdb_extension_httpfs.__path__[0]) / "extensions" / f"v{duckdb.__version__}"
+    with duckdb.connect() as con:
+        installed = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
+        if not (installed and installed[0]):
+            con.execute(f"INSTALL {literal(str(folder / 'httpfs.duckdb_extension'))}")
+
+
+def s3_secret_sql(endpoint_url: str | None, region: str | None) -> str:
+    """The DuckDB secret for the lake's S3, credentials from the reader's environment (never written down)."""
+    options = ["TYPE s3", "KEY_ID getenv('AWS_ACCESS_KEY_ID')", "SECRET getenv('AWS_SECRET_ACCESS_KEY')",
+               f"REGION {literal(region or 'us-east-1')}"]
+    if endpoint_url:
+        parsed = urlsplit(endpoint_url)
+        options += [f"ENDPOINT {literal(parsed.netloc)}", "URL_STYLE 'path'",
+                    f"USE_SSL {'true' if parsed.scheme == 'https' else 'false'}"]
+    return f"CREATE SECRET lake_s3 ({', '.join(options)})"
+
+
+def open_command(lake: Lake, endpoint_url: str | None, region: str | None) -> str:
+    """The shell command that opens the catalog read-only."""
+    location = catalog_location(lake)
+    if isinstance(lake.storage, LocalStorage):
+        return f"{duckdb_cli()} -readonly {shlex.quote(location)}"
+    setup = (f"LOAD httpfs; {s3_secret_sql(endpoint_url, region)}; "
+             f"ATTACH {literal(location)} AS lake (READ_ONLY); USE lake;")
+    return f"{duckdb_cli()} -cmd {shlex.quote(setup)}"
