@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 
@@ -124,7 +123,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     location = catalog_location(lake)
     if location.startswith("s3://"):
         install_httpfs()
-    command = open_command(lake, settings.s3_endpoint_url, os.environ.get("AWS_DEFAULT_REGION"))
+    command = open_command(lake)
     exists = lake.storage.exists("catalog.duckdb")
     if args.json:
         cli._print_json({"catalog": location, "exists": exists, "open": command})
@@ -174,7 +173,7 @@ def marts_overview() -> tuple[list[dict[str, Any]], str | None]:
                  "snapshot_id": r.snapshot_id, "detail": r.detail}
                 for r in conn.execute(select(mart_partition).order_by(mart_partition.c.mart, mart_partition.c.partition_key))]
     lake = cli._lake()
-    command = open_command(lake, settings.s3_endpoint_url, os.environ.get("AWS_DEFAULT_REGION")) \
+    command = open_command(lake) \
         if lake.storage.exists("catalog.duckdb") else None
     return rows, command
 

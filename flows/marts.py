@@ -17,7 +17,7 @@ from prefect.states import Failed, State
 from sqlalchemy import Engine
 
 from schemas.datasets import DATASETS
-from schemas.mart_models import MartModel
+from schemas.mart_models import Freshness, MartModel
 from schemas.settings import FactorySettings, load_settings
 from tasks.catalog import refresh_catalog
 from tasks.database import get_engine, reading
@@ -27,7 +27,7 @@ from tasks.mart_compute import InputFiles
 from tasks.mart_evidence import MartOutcome, outcomes_markdown
 from tasks.mart_models import MartGraph, load_models
 from tasks.mart_plan import PartitionPlan, plan_mart
-from tasks.marts import refresh_partition_task
+from tasks.marts import refresh_partition_task, repair_markers
 
 
 def load_graph(settings: FactorySettings) -> MartGraph:
@@ -54,8 +54,9 @@ def plan_marts(engine: Engine, graph: MartGraph, models: list[MartModel], start:
 
 
 def refresh_marts(settings: FactorySettings, engine: Engine, lake: Lake, graph: MartGraph, models: list[MartModel],
-                  start: date | None, end: date | None) -> list[MartOutcome]:
-    """Each mart in dependency order: plan it (after its upstream marts committed), then run what is due."""
+                  start: date | None, end: date | None, repair: bool = False) -> list[MartOutcome]:
+    """Each mart in dependency order: plan it (after its upstream marts committed), then run what is due.
+    With `repair`, fresh partitions' lake markers are checked too (and moved where a failure left them)."""
     files = InputFiles(lake, graph, engine)
     outcomes: list[MartOutcome] = []
     flow_run_id = str(flow_run.id) if flow_run.id else None
@@ -63,6 +64,9 @@ def refresh_marts(settings: FactorySettings, engine: Engine, lake: Lake, graph: 
         for model in models:
             with reading(engine) as conn:
                 plans = plan_mart(conn, graph, model, start, end)
+            if repair:
+                for note in repair_markers(engine, lake, [p for p in plans if p.freshness is Freshness.FRESH]):
+                    get_run_logger().warning(note)
             for plan in plans:
                 if plan.to_compute or plan.held_by:
                     outcome = refresh_partition_task(engine, lake, graph, model, plan, files, Path(settings.report_dir),
@@ -110,7 +114,7 @@ def marts_flow(dataset: str | None = None, mart: str | None = None, start: date 
     engine = get_engine(settings.database_url)
     lake = open_lake(settings)
     graph = load_graph(settings)
-    outcomes = refresh_marts(settings, engine, lake, graph, selected(graph, dataset, mart), start, end)
+    outcomes = refresh_marts(settings, engine, lake, graph, selected(graph, dataset, mart), start, end, repair=True)
     _report(engine, lake, graph, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -119,6 +119,8 @@ def build_catalog(engine: Engine, lake: Lake, marts: dict[str, str], path: Path)
     problems: list[str] = []
     con = duckdb.connect(str(path))
     try:
+        if not isinstance(lake.storage, LocalStorage):  # views are bound when created: the files are read
+            _connect_s3(con, lake)
         tables: list[tuple[str, str | None]] = [(n, None) for n in sorted(DATASETS)] + sorted(marts.items())
         for name, grain in tables:
             current, retained, found = _records(engine, lake, name)
@@ -138,6 +140,24 @@ def build_catalog(engine: Engine, lake: Lake, marts: dict[str, str], path: Path)
     finally:
         con.close()
     return problems
+
+
+def _connect_s3(con: Any, lake: Lake) -> None:
+    """httpfs in this (building) session, with the lake's own credentials; the secret is temporary: the
+    catalog file never holds it."""
+    install_httpfs()
+    con.execute("LOAD httpfs")
+    found = lake.storage.connection_settings()  # type: ignore[attr-defined]
+    options = ["TYPE s3", f"REGION {literal(found['region'] or 'us-east-1')}"]
+    if found["key_id"]:
+        options += [f"KEY_ID {literal(found['key_id'])}", f"SECRET {literal(found['secret'] or '')}"]
+    if found["session_token"]:
+        options.append(f"SESSION_TOKEN {literal(found['session_token'])}")
+    endpoint = urlsplit(found["endpoint_url"] or "")
+    if endpoint.netloc and not endpoint.netloc.endswith("amazonaws.com"):
+        options += [f"ENDPOINT {literal(endpoint.netloc)}", "URL_STYLE 'path'",
+                    f"USE_SSL {'true' if endpoint.scheme == 'https' else 'false'}"]
+    con.execute(f"CREATE TEMPORARY SECRET lake_s3 ({', '.join(options)})")
 
 
 def refresh_catalog(engine: Engine, lake: Lake, marts: dict[str, str]) -> str | None:
@@ -186,18 +206,19 @@ def s3_secret_sql(endpoint_url: str | None, region: str | None) -> str:
     """The DuckDB secret for the lake's S3, credentials from the reader's environment (never written down)."""
     options = ["TYPE s3", "KEY_ID getenv('AWS_ACCESS_KEY_ID')", "SECRET getenv('AWS_SECRET_ACCESS_KEY')",
                f"REGION {literal(region or 'us-east-1')}"]
-    if endpoint_url:
-        parsed = urlsplit(endpoint_url)
-        options += [f"ENDPOINT {literal(parsed.netloc)}", "URL_STYLE 'path'",
-                    f"USE_SSL {'true' if parsed.scheme == 'https' else 'false'}"]
+    endpoint = urlsplit(endpoint_url or "")
+    if endpoint.netloc and not endpoint.netloc.endswith("amazonaws.com"):
+        options += [f"ENDPOINT {literal(endpoint.netloc)}", "URL_STYLE 'path'",
+                    f"USE_SSL {'true' if endpoint.scheme == 'https' else 'false'}"]
     return f"CREATE SECRET lake_s3 ({', '.join(options)})"
 
 
-def open_command(lake: Lake, endpoint_url: str | None, region: str | None) -> str:
-    """The shell command that opens the catalog read-only."""
+def open_command(lake: Lake) -> str:
+    """The shell command that opens the catalog read-only (on S3: httpfs, the reader's AWS variables)."""
     location = catalog_location(lake)
     if isinstance(lake.storage, LocalStorage):
         return f"{duckdb_cli()} -readonly {shlex.quote(location)}"
-    setup = (f"LOAD httpfs; {s3_secret_sql(endpoint_url, region)}; "
+    found = lake.storage.connection_settings()  # type: ignore[attr-defined]
+    setup = (f"LOAD httpfs; {s3_secret_sql(found['endpoint_url'], found['region'])}; "
              f"ATTACH {literal(location)} AS lake (READ_ONLY); USE lake;")
     return f"{duckdb_cli()} -cmd {shlex.quote(setup)}"

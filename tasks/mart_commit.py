@@ -25,7 +25,7 @@ from schemas.tables import check_result, mart_input, mart_partition, mart_run
 from tasks import ledger
 from tasks.errors import InputError
 from tasks.lake import Lake, SnapshotWriter
-from tasks.lake_state import committed_ids, settle_lake
+from tasks.lake_state import committed_ids
 from tasks.ledger import utc_now
 from tasks.mart_plan import InputSnapshot, inputs_fingerprint
 
@@ -94,9 +94,9 @@ def _record_run(conn: Connection, model: MartModel, day: date, run_id: str, why:
 
 def commit_mart_partition(engine: Engine, lake: Lake, model: MartModel, day: date, rows: pl.DataFrame,
                           inputs: list[InputSnapshot], checks: list[CheckOutcome], run_id: str, why: str,
-                          started: datetime, flow_run_id: str | None) -> tuple[str, dict[str, Any], str | None]:
-    """Stage, commit, move the marker (call under the mart partition's lock). Returns the status, the
-    snapshot record and a note when the marker could not follow."""
+                          started: datetime, flow_run_id: str | None) -> tuple[str, dict[str, Any]]:
+    """Stage and commit (call under the mart partition's lock; `settle_lake` moves the marker after).
+    Returns the status and the snapshot record."""
     blocking = [c.name for c in checks if c.status == "fail" and c.severity == "error"]
     status = MartState.HELD.value if blocking else MartState.SUCCEEDED.value
     detail = ("held by " + ", ".join(blocking)) if blocking else None
@@ -137,7 +137,7 @@ def commit_mart_partition(engine: Engine, lake: Lake, model: MartModel, day: dat
     except BaseException:
         writer.abandon()
         raise
-    return status, record, settle_lake(engine, lake, model.name, day)
+    return status, record
 
 
 def record_held(engine: Engine, model: MartModel, day: date, held_by: list[str], run_id: str,

@@ -15,6 +15,7 @@ from tasks import ledger
 from tasks.database import reading
 from tasks.errors import FactoryError
 from tasks.lake import Lake
+from tasks.lake_state import follow_ledger, settle_lake
 from tasks.ledger import utc_now
 from tasks.locks import partition_lock
 from tasks.mart_commit import commit_mart_partition, previous_rows, record_failed, record_held
@@ -48,7 +49,7 @@ def refresh_partition(engine: Engine, lake: Lake, graph: MartGraph, model: MartM
             why = plan.freshness.value
             try:
                 result = compute(model, graph, plan.day, plan.inputs, files, earlier)
-                outcome.status, record, note = commit_mart_partition(
+                outcome.status, record = commit_mart_partition(
                     engine, lake, model, plan.day, result.rows, plan.inputs, result.checks, run_id, why, started,
                     flow_run_id)
                 outcome.snapshot_id, outcome.rows, outcome.checks = record["snapshot_id"], result.rows.height, result.checks
@@ -56,12 +57,33 @@ def refresh_partition(engine: Engine, lake: Lake, graph: MartGraph, model: MartM
                 outcome.status = "failed"
                 outcome.error = str(exc).splitlines()[0] if isinstance(exc, FactoryError) else f"{type(exc).__name__}: {exc}"
                 record_failed(engine, model, plan.day, run_id, why, plan.inputs, started, flow_run_id, outcome.error)
+            else:
+                note = settle(engine, lake, model.name, plan)
     outcome.seconds = time.perf_counter() - began
     outcome.evidence = write_mart_evidence(report_dir, mart_evidence(model, outcome, flow_run_id, note))
     return outcome
+
+
+def settle(engine: Engine, lake: Lake, mart: str, plan: PartitionPlan) -> str | None:
+    """After the commit: the marker follows the ledger, retention, leftovers. The partition is committed
+    whatever happens here; `marts run` moves a marker left behind."""
+    try:
+        return settle_lake(engine, lake, mart, plan.day)
+    except Exception as exc:  # committed already: this run's result stands
+        return f"the lake marker is behind the warehouse ({type(exc).__name__}: {exc}); `datafactory marts run` moves it"
 
 
 @task(name="refresh-mart-partition", task_run_name="{model.name}/{plan.day}", cache_policy=NO_CACHE)
 def refresh_partition_task(engine: Engine, lake: Lake, graph: MartGraph, model: MartModel, plan: PartitionPlan,
                            files: InputFiles, report_dir: Path, flow_run_id: str | None) -> MartOutcome:
     return refresh_partition(engine, lake, graph, model, plan, files, report_dir, flow_run_id)
+
+
+def repair_markers(engine: Engine, lake: Lake, plans: list[PartitionPlan]) -> list[str]:
+    """Move the marker of every committed partition whose marker a failure after its commit left behind."""
+    moved = []
+    for plan in plans:
+        note = follow_ledger(engine, lake, plan.mart, plan.day)
+        if note:
+            moved.append(f"{plan.mart}/{plan.partition}: {note}")
+    return moved

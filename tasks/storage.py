@@ -172,6 +172,14 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.folder}/{key}" if self.folder else key
 
+    def connection_settings(self) -> dict[str, str | None]:
+        """What another S3 client (DuckDB's httpfs) needs to reach the same objects as this one."""
+        credentials = self._client._request_signer._credentials  # the client's resolved credentials
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        return {"key_id": frozen.access_key if frozen else None, "secret": frozen.secret_key if frozen else None,
+                "session_token": frozen.token if frozen else None, "region": self._client.meta.region_name,
+                "endpoint_url": self._client.meta.endpoint_url}
+
     def _call(self, method: str, **kwargs: Any) -> Any:
         from botocore.exceptions import (
             BotoCoreError,
