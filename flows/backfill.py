@@ -242,6 +242,6 @@ def backfill_flow(
         if any(r["status"] in ("succeeded", "held") for r in results) and deployment is None:
             from flows.marts import after_commit  # once for the window: each mart partition computed once
 
-            after_commit(settings, dataset)
+            after_commit(settings, dataset, refresh_summary=False)  # the summary follows, once
     return BackfillSummary(backfill_id=plan["backfill_id"], plan_path=str(plan_path), mode=mode.value,
                            planned=len(entries), to_ingest=len(todo), by_gap_reason=by_gap, results=results)

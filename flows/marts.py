@@ -28,6 +28,7 @@ from tasks.mart_evidence import MartOutcome, outcomes_markdown
 from tasks.mart_models import MartGraph, load_models
 from tasks.mart_plan import PartitionPlan, plan_mart
 from tasks.marts import refresh_partition_task, repair_markers
+from tasks.report import refresh_delivery_summary
 
 
 def load_graph(settings: FactorySettings) -> MartGraph:
@@ -82,8 +83,9 @@ def catalog_marts(graph: MartGraph) -> dict[str, str]:
     return {m.name: m.grain for m in graph.models.values()}
 
 
-def _report(engine: Engine, lake: Lake, graph: MartGraph, outcomes: list[MartOutcome]) -> None:
-    """The run's artifact and log lines, then the catalog regenerated."""
+def _report(settings: FactorySettings, engine: Engine, lake: Lake, graph: MartGraph,
+            outcomes: list[MartOutcome], refresh_summary: bool = True) -> None:
+    """The run's artifact, log lines and delivery summary, then the catalog regenerated."""
     from prefect.artifacts import create_markdown_artifact
 
     logger = get_run_logger()
@@ -93,6 +95,8 @@ def _report(engine: Engine, lake: Lake, graph: MartGraph, outcomes: list[MartOut
     if outcomes:
         create_markdown_artifact(key="marts-run", markdown=outcomes_markdown(outcomes),
                                  description="mart partitions recomputed, held or failed by this run")
+        if refresh_summary:
+            refresh_delivery_summary(settings)
     note = refresh_catalog(engine, lake, catalog_marts(graph))
     if note:
         logger.warning(note)
@@ -115,7 +119,7 @@ def marts_flow(dataset: str | None = None, mart: str | None = None, start: date 
     lake = open_lake(settings)
     graph = load_graph(settings)
     outcomes = refresh_marts(settings, engine, lake, graph, selected(graph, dataset, mart), start, end, repair=True)
-    _report(engine, lake, graph, outcomes)
+    _report(settings, engine, lake, graph, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         return Failed(message=f"{len(failed)} mart partitions failed: " + "; ".join(
@@ -123,11 +127,12 @@ def marts_flow(dataset: str | None = None, mart: str | None = None, start: date 
     return [o.as_dict() for o in outcomes]
 
 
-def after_commit(settings: FactorySettings, dataset: str) -> list[MartOutcome]:
+def after_commit(settings: FactorySettings, dataset: str, refresh_summary: bool = True) -> list[MartOutcome]:
     """After partitions of `dataset` committed (a run, a backfill, a restore, a pull), inside that flow
     run: its downstream marts (one task run per partition recomputed), then the catalog. Marts are off
     with FACTORY_MARTS_AFTER_COMMIT=false (a marts deployment run by the partition's asset event instead);
-    the catalog is regenerated either way. Never fails the commit it follows."""
+    the catalog is regenerated either way. Never fails the commit it follows. `refresh_summary=False`:
+    the caller regenerates the delivery summary itself (a backfill, once at its end)."""
     logger = get_run_logger()
     engine = get_engine(settings.database_url)
     lake = open_lake(settings)
@@ -139,7 +144,7 @@ def after_commit(settings: FactorySettings, dataset: str) -> list[MartOutcome]:
     outcomes: list[MartOutcome] = []
     if settings.marts_after_commit and graph.downstream_of({dataset}):
         outcomes = refresh_marts(settings, engine, lake, graph, graph.downstream_of({dataset}), None, None)
-    _report(engine, lake, graph, outcomes)
+    _report(settings, engine, lake, graph, outcomes, refresh_summary)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         logger.warning("downstream marts of %s: %d failed (`datafactory marts status`): %s", dataset, len(failed),

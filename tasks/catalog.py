@@ -170,9 +170,14 @@ def refresh_catalog(engine: Engine, lake: Lake, marts: dict[str, str]) -> str | 
             problems = build_catalog(engine, lake, marts, staged)
             if isinstance(lake.storage, LocalStorage):  # a rename in the lake folder: atomic
                 target = Path(catalog_location(lake))
+                for left in target.parent.glob(f".{CATALOG}.*.partial"):  # a killed writer's (we hold the lock)
+                    left.unlink(missing_ok=True)
                 partial = target.with_name(f".{CATALOG}.{os.getpid()}.partial")
-                partial.write_bytes(staged.read_bytes())
-                os.replace(partial, target)
+                try:
+                    partial.write_bytes(staged.read_bytes())
+                    os.replace(partial, target)
+                finally:
+                    partial.unlink(missing_ok=True)
             else:
                 lake.storage.write(CATALOG, staged.read_bytes())  # one PUT: atomic per object
     except Exception as exc:  # the commit it follows stands; the next one regenerates the catalog

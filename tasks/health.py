@@ -13,7 +13,7 @@ from sqlalchemy import Engine, and_, func, select
 from schemas.datasets import DATASETS, DatasetSpec, get_dataset
 from schemas.settings import load_settings
 
-from schemas.tables import check_result, ingest_run, partition_state
+from schemas.tables import check_result, ingest_run, mart_partition, partition_state
 from tasks import ledger
 from tasks.database import get_engine, reading
 from tasks.errors import PartitionLockedError, StorageError, TransientError
@@ -39,7 +39,7 @@ class HealthThresholds:
 @dataclass(frozen=True)
 class Finding:
     # stale_run, abandoned_run, missing_partition, failed_partition, held_partition, retry_storm, quarantine_spike,
-    # cursor_stagnation, page_retry_storm, failed_pull
+    # cursor_stagnation, page_retry_storm, failed_pull, held_mart, failed_mart, stale_mart, missing_mart
     kind: str
     dataset: str
     partition: str
@@ -181,6 +181,29 @@ def find_problems(engine: Engine, dataset: str, declared: set[date], limits: Hea
     return window, sorted(findings, key=lambda f: (f.partition, f.kind))
 
 
+def mart_problems(engine: Engine, marts_dir: Path) -> list[Finding]:
+    """Mart partitions that failed, are held, or are stale (inputs changed and no marts run followed:
+    FACTORY_MARTS_AFTER_COMMIT off and no marts deployment run, or a refresh that failed)."""
+    from tasks.errors import InputError
+    from tasks.mart_models import load_models
+    from tasks.mart_plan import plan_mart
+
+    try:
+        graph = load_models(marts_dir, DATASETS)
+    except InputError as exc:
+        return [Finding("mart_models_invalid", "-", "-", str(exc))]
+    findings = []
+    with reading(engine) as conn:
+        for row in conn.execute(select(mart_partition).where(mart_partition.c.status != "succeeded")
+                                .order_by(mart_partition.c.mart, mart_partition.c.partition_key)):
+            findings.append(Finding(f"{row.status}_mart", row.mart, row.partition_key, row.detail or row.status))
+        for model in graph.models.values():
+            for plan in plan_mart(conn, graph, model):
+                if plan.freshness.value in ("stale", "missing"):
+                    findings.append(Finding(f"{plan.freshness.value}_mart", model.name, plan.partition, plan.why))
+    return findings
+
+
 def health_report(days: int = 7, stale_minutes: int = 30, max_attempts: int = 3, quarantine_spike: float = 0.25,
                   stagnant_hours: float = 6.0, silent_hours: float = 48.0) -> dict[str, Any]:
     """Findings per dataset, with the window each was judged on."""
@@ -198,6 +221,7 @@ def health_report(days: int = 7, stale_minutes: int = 30, max_attempts: int = 3,
         report["datasets"][dataset] = {"window": [d.isoformat() for d in window] if window else None,
                                        "findings": len(findings)}
         report["findings"] += [f.as_dict() for f in findings]
+    report["findings"] += [f.as_dict() for f in mart_problems(engine, Path(settings.marts_dir))]
     report["healthy"] = not report["findings"]
     return report
 

@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from schemas.datasets import DATASETS
@@ -15,7 +15,8 @@ from schemas.manifest import SourceManifest
 from schemas.settings import FactorySettings
 from schemas.summary import PartitionSummary
 from tasks.atomic import write_atomic
-from tasks.database import get_engine
+from schemas.tables import mart_partition
+from tasks.database import get_engine, reading
 from tasks.evidence import RunContext, build_evidence, latest_evidence, write_evidence
 from tasks.manifests import declared_manifests
 from tasks.status import partition_status
@@ -113,6 +114,29 @@ def dataset_section(engine: Engine, report_dir: Path, dataset: str, declared: se
     return lines + [""]
 
 
+def marts_section(engine: Engine, report_dir: Path) -> list[str]:
+    """Each mart's partitions as the ledger has them; held and failed ones with why and their evidence."""
+    with reading(engine) as conn:
+        rows = conn.execute(select(mart_partition).order_by(mart_partition.c.mart, mart_partition.c.partition_key)).all()
+    if not rows:
+        return []
+    lines = ["## Marts", "", "| mart | partitions | succeeded | held | failed | rows (latest) |", "|---|---|---|---|---|---|"]
+    by_mart: dict[str, list[Any]] = {}
+    for row in rows:
+        by_mart.setdefault(row.mart, []).append(row)
+    attention = []
+    for mart, partitions in by_mart.items():
+        counts = Counter(r.status for r in partitions)
+        lines.append(f"| {mart} | {partitions[0].partition_key} to {partitions[-1].partition_key} | "
+                     f"{counts['succeeded']} | {counts['held']} | {counts['failed']} | {partitions[-1].rows} |")
+        for row in partitions:
+            if row.status != "succeeded":
+                evidence = report_dir / "mart_evidence" / mart / row.partition_key / f"{row.run_id}.json"
+                attention.append(f"- **{mart}/{row.partition_key}**: {row.status}: {row.detail}"
+                                 + (f". Evidence: `{evidence}`" if evidence.exists() else ""))
+    return lines + ["", "### Held or failed mart partitions", "", *(attention or ["None."]), ""]
+
+
 def delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceManifest]) -> str:
     warehouse = make_url(str(engine.url)).render_as_string(hide_password=True)
     lines = ["# Delivery summary", "",
@@ -122,6 +146,7 @@ def delivery_summary(engine: Engine, report_dir: Path, manifests: list[SourceMan
     for dataset in sorted(DATASETS):
         declared = {m.partition_key for m in manifests if m.dataset == dataset}
         lines += dataset_section(engine, report_dir, dataset, declared)
+    lines += marts_section(engine, report_dir)
     return "\n".join(lines)
 
 

@@ -82,7 +82,7 @@ class Page:
 async def _show_tab(chromium: str, url: str, tab: str, expect: str, screenshot: Path) -> str:
     port = free_port()
     browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                f"--remote-debugging-port={port}", "--window-size=1400,1000", "about:blank"],
+                                f"--remote-debugging-port={port}", "--window-size=1400,2400", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         target = None

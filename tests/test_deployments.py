@@ -25,7 +25,7 @@ def test_every_flow_the_design_names_is_deployed_on_the_work_pool() -> None:
     assert {d["entrypoint"] for d in SPEC["deployments"]} == {
         "flows/partition.py:partition_flow", "flows/backfill.py:backfill_flow", "flows/replay.py:replay_flow",
         "flows/restore.py:restore_flow", "flows/health.py:health_flow", "flows/verify.py:verify_flow",
-        "flows/pull.py:pull_flow"}
+        "flows/pull.py:pull_flow", "flows/marts.py:marts_flow"}
     assert {d["work_pool"]["name"] for d in SPEC["deployments"]} == {"data-factory"}
 
 
@@ -64,3 +64,20 @@ def test_every_pulled_dataset_is_pulled_hourly() -> None:
     for deployment in hourly.values():
         schedule = deployment["schedules"][0]
         assert IntervalSchedule(interval=schedule["interval"], anchor_date=schedule["anchor_date"]).interval.total_seconds() == 3600
+
+
+def test_every_dataset_with_marts_runs_them_on_its_silver_tables_materialization_event() -> None:
+    from flows.marts import load_graph
+    from schemas.datasets import DATASETS
+    from schemas.settings import load_settings
+    from tasks.assets import table_assets
+
+    graph = load_graph(load_settings())
+    with_marts = {name for name in DATASETS if graph.downstream_of({name})}
+    triggered = {d["parameters"]["dataset"]: d["triggers"][0] for d in SPEC["deployments"]
+                 if d["entrypoint"] == "flows/marts.py:marts_flow"}
+    assert set(triggered) == with_marts == {"tickets", "orders"}
+    for dataset, trigger in triggered.items():
+        silver = table_assets("sqlite:///w.db", DATASETS[dataset])["silver"]  # the event names the asset so
+        assert trigger["match"] == {"prefect.resource.name": silver.properties.name}
+        assert trigger["expect"] == ["prefect.asset.materialization.succeeded"]

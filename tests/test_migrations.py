@@ -92,5 +92,5 @@ def test_a_warehouse_a_newer_release_wrote_is_refused(warehouse_url: str) -> Non
         conn.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0099'"))
     engine.dispose()
     with pytest.raises(SchemaMismatchError, match="at revision 0099, which this code does not know .its newest is "
-                                                  "0003.: a newer data-factory wrote it"):
+                                                  "0004.: a newer data-factory wrote it"):
         get_engine(warehouse_url)

@@ -1,6 +1,7 @@
 -- Daily ticket metrics by priority and channel, as the factory knew the tickets at the end of delivery
--- day dt (every ticket event delivered up to dt, each once; a ticket at its greatest event by
--- (updated_at, event_id), grouped by that event's priority and channel):
+-- day dt: every ticket event delivered up to dt, each once, at the version bronze keeps (its earliest
+-- delivery's); a ticket at its greatest event by (updated_at, event_id), grouped by that event's
+-- priority and channel:
 --   opened      tickets created on dt
 --   solved      tickets now solved or closed whose greatest event is on dt
 --   backlog     tickets not solved or closed
@@ -15,8 +16,8 @@
 -- check: error not_null(priority, channel, opened, solved, backlog, sla_breaches)
 -- check: warn row_count_change(0.5)
 -- assert: error counts_are_not_negative: SELECT * FROM this WHERE opened < 0 OR solved < 0 OR backlog < 0
-WITH events AS (
-    SELECT DISTINCT ON (event_id) * FROM tickets ORDER BY event_id
+WITH events AS (  -- each event once, at the version bronze keeps: its earliest delivery's
+    SELECT * FROM tickets QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _delivery_key) = 1
 ),
 current_state AS (
     SELECT * FROM events

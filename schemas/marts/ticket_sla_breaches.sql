@@ -1,5 +1,6 @@
 -- SLA breaches: tickets whose first-response deadline passed on day dt without a response, as the
--- factory knew them at the end of delivery day dt (every ticket event delivered up to dt, each once).
+-- factory knew them at the end of delivery day dt: every ticket event delivered up to dt, each once, at
+-- the version bronze keeps (its earliest delivery's; a conflicting later version does not count).
 -- A ticket is at its greatest event by (updated_at, event_id), as in silver. Its deadline is created_at
 -- plus the SLA of its priority (urgent 1 h, high 4 h, normal 24 h, low 72 h); a response is any event
 -- of the ticket other than `created`. minutes_late runs to the response, or to the end of dt.
@@ -8,8 +9,8 @@
 -- check: error unique(dt, ticket_id)
 -- check: error not_null(ticket_id, priority, channel, deadline, minutes_late)
 -- assert: error a_timely_response_is_no_breach: SELECT * FROM this WHERE first_response_at <= deadline
-WITH events AS (
-    SELECT DISTINCT ON (event_id) * FROM tickets ORDER BY event_id
+WITH events AS (  -- each event once, at the version bronze keeps: its earliest delivery's
+    SELECT * FROM tickets QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _delivery_key) = 1
 ),
 current_state AS (
     SELECT * FROM events
