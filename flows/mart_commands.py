@@ -47,6 +47,8 @@ def cmd_marts_run(args: argparse.Namespace) -> int:
     from flows.marts import marts_flow
 
     cli._preflight()
+    if not any(p.to_compute or p.held_by for p in _plans(args)):
+        return _nothing_due(args)  # decided from the ledger: no Prefect server is started for it
     state = marts_flow(dataset=args.dataset, mart=args.mart, start=args.start, end=args.end, return_state=True)
     result = state.result(raise_on_failure=False)
     outcomes: list[dict[str, Any]] = result if isinstance(result, list) else []
@@ -65,6 +67,28 @@ def cmd_marts_run(args: argparse.Namespace) -> int:
         print("every mart partition in range is fresh: nothing to compute")
     bad = state.is_failed() or any(o["status"] in ("held", "failed") for o in outcomes)
     return cli.EXIT_FAILED if bad else cli.EXIT_OK
+
+
+def _nothing_due(args: argparse.Namespace) -> int:
+    """Every partition is fresh (or held as recorded): move markers a crash left behind, regenerate the
+    catalog, and say so, without a flow run."""
+    from flows import cli
+    from flows.marts import catalog_marts, plan_marts, selected
+    from tasks.catalog import refresh_catalog
+    from tasks.marts import repair_markers
+
+    _, graph, engine = _graph_and_engine()
+    lake = cli._lake()
+    plans = plan_marts(engine, graph, selected(graph, args.dataset, args.mart), args.start, args.end)
+    moved = repair_markers(engine, lake, [p for p in plans if p.freshness.value == "fresh"])
+    note = refresh_catalog(engine, lake, catalog_marts(graph))
+    if args.json:
+        cli._print_json({"outcomes": [], "failed": False, "markers_moved": moved, "catalog_note": note})
+    else:
+        for line in moved + ([note] if note else []):
+            print(line)
+        print("every mart partition in range is fresh: nothing to compute")
+    return cli.EXIT_OK
 
 
 def cmd_marts_status(args: argparse.Namespace) -> int:
