@@ -52,7 +52,7 @@ SLA = {"urgent": timedelta(hours=1), "high": timedelta(hours=4), "normal": timed
        "low": timedelta(hours=72)}
 SOLVED = frozenset({"solved", "closed"})
 PAID = frozenset({"paid", "shipped", "delivered"})
-MARTS = ("ticket_sla_breaches", "ticket_daily_metrics", "orders_revenue")
+MARTS = ("ticket_state", "ticket_sla_breaches", "ticket_daily_metrics", "orders_revenue")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,15 @@ def utc_day(moment: datetime) -> date:
 
 # --- the marts ---------------------------------------------------------------------------------------
 
+def ticket_state(held: Mapping[date, Sequence[TicketEvent]], dt: date) -> list[dict[str, Any]]:
+    events = delivered_up_to(held, dt)
+    responses = first_responses(events)
+    return [{"dt": dt, "ticket_id": ticket_id, "status": current.status, "priority": current.priority,
+             "channel": current.channel, "created_at": current.created_at, "updated_at": current.updated_at,
+             "last_event_id": current.event_id, "first_response_at": responses.get(ticket_id)}
+            for ticket_id, current in sorted(greatest(events, "ticket_id").items())]
+
+
 def ticket_sla_breaches(held: Mapping[date, Sequence[TicketEvent]], dt: date) -> list[dict[str, Any]]:
     events = delivered_up_to(held, dt)
     responses = first_responses(events)
@@ -247,6 +256,7 @@ def expected_marts(tickets: Mapping[date, Sequence[TicketEvent]],
     delivery order."""
     held_tickets, held_orders = accepted_by_day(tickets), accepted_by_day(orders)
     return {
+        "ticket_state": [r for day in sorted(held_tickets) for r in ticket_state(held_tickets, day)],
         "ticket_sla_breaches": [r for day in sorted(held_tickets) for r in ticket_sla_breaches(held_tickets, day)],
         "ticket_daily_metrics": [r for day in sorted(held_tickets) for r in ticket_daily_metrics(held_tickets, day)],
         "orders_revenue": [r for day in sorted(held_orders) for r in orders_revenue(held_orders, day)],

@@ -70,7 +70,7 @@ def test_demo_prints_every_partition_and_is_clean(workspace: Path, api_url: str)
     assert sorted(report) == ["catalog", "customers", "marts", "orders", "tickets"]
     # the shipped marts, computed after the first demo's commits: one partition per delivered day each
     assert sorted({(m["mart"], m["partition_key"], m["status"]) for m in report["marts"]}) == sorted(
-        (mart, day, "succeeded") for mart in ("orders_revenue", "ticket_daily_metrics", "ticket_sla_breaches")
+        (mart, day, "succeeded") for mart in ("orders_revenue", "ticket_daily_metrics", "ticket_sla_breaches", "ticket_state")
         for day in ("2026-04-14", "2026-04-16", "2026-04-17"))
     assert report["catalog"].endswith(f"-readonly {workspace / 'lake' / 'catalog.duckdb'}")
     for dataset in ("orders", "tickets"):

@@ -38,7 +38,7 @@ sqlite_only = pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True
 def _gold(url: str) -> dict[str, list[tuple]]:
     with get_engine(url).connect() as conn:
         return {m: [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{m}" ORDER BY 1, 2, 3'))]
-                for m in ("ticket_sla_breaches", "ticket_daily_metrics")}
+                for m in ("ticket_state", "ticket_sla_breaches", "ticket_daily_metrics")}
 
 
 def _stale_everything(url: str, sample_dir: Path) -> dict[str, list[tuple]]:
@@ -60,7 +60,7 @@ def assert_converged(url: str, expected: dict[str, list[tuple]]) -> None:
     with engine.connect() as conn:
         states = conn.execute(select(mart_partition.c.mart, mart_partition.c.partition_key, mart_partition.c.status,
                                      mart_partition.c.snapshot_id)).all()
-    assert {s.status for s in states} == {"succeeded"} and len(states) == 6
+    assert {s.status for s in states} == {"succeeded"} and len(states) == 9
     graph = load_graph(settings)
     assert {p.freshness.value for p in plan_marts(engine, graph, list(graph.models.values()), None, None)} == {"fresh"}
     for mart, partition, _, current in states:

@@ -30,8 +30,8 @@ def _refusal(tmp_path: Path, **models: str) -> str:
 def test_the_shipped_marts_load_in_dependency_order() -> None:
     graph = load_models(SHIPPED, DATASETS)
     order = list(graph.models)
-    assert set(order) == {"orders_revenue", "ticket_sla_breaches", "ticket_daily_metrics"}
-    assert order.index("ticket_sla_breaches") < order.index("ticket_daily_metrics")
+    assert set(order) == {"orders_revenue", "ticket_state", "ticket_sla_breaches", "ticket_daily_metrics"}
+    assert order.index("ticket_state") < order.index("ticket_sla_breaches") < order.index("ticket_daily_metrics")
     assert graph.models["ticket_daily_metrics"].columns["median_first_response_minutes"] == "DOUBLE"
     assert graph.models["orders_revenue"].columns["revenue"] == "DECIMAL(18,2)"
 

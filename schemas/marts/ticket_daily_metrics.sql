@@ -1,7 +1,6 @@
 -- Daily ticket metrics by priority and channel, as the factory knew the tickets at the end of delivery
--- day dt: every ticket event delivered up to dt, each once, at the version bronze keeps (its earliest
--- delivery's); a ticket at its greatest event by (updated_at, event_id), grouped by that event's
--- priority and channel:
+-- day dt (ticket_state of dt: each ticket at its greatest event, grouped by that event's priority and
+-- channel):
 --   opened      tickets created on dt
 --   solved      tickets now solved or closed whose greatest event is on dt
 --   backlog     tickets not solved or closed
@@ -10,28 +9,17 @@
 --   sla_breaches  ticket_sla_breaches rows of dt
 -- A group with nothing to count is left out.
 -- grain: dt
--- upstream: tickets[all:0]
+-- upstream: ticket_state
 -- upstream: ticket_sla_breaches
 -- check: error unique(dt, priority, channel)
 -- check: error not_null(priority, channel, opened, solved, backlog, sla_breaches)
 -- check: warn row_count_change(0.5)
 -- assert: error counts_are_not_negative: SELECT * FROM this WHERE opened < 0 OR solved < 0 OR backlog < 0
-WITH events AS (  -- each event once, at the version bronze keeps: its earliest delivery's
-    SELECT * FROM tickets QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _delivery_key) = 1
-),
-current_state AS (
-    SELECT * FROM events
-    QUALIFY row_number() OVER (PARTITION BY ticket_id ORDER BY updated_at DESC, event_id DESC) = 1
-),
-responses AS (
-    SELECT ticket_id, min(updated_at) AS first_response_at
-    FROM events WHERE event_type <> 'created' GROUP BY ticket_id
-),
-flagged AS (
-    SELECT t.*, r.first_response_at,
+WITH flagged AS (
+    SELECT t.*,
            CAST(timezone('UTC', t.created_at) AS DATE) = $dt::DATE AS opened_today,
            t.status IN ('solved', 'closed') AND CAST(timezone('UTC', t.updated_at) AS DATE) = $dt::DATE AS solved_today
-    FROM current_state t LEFT JOIN responses r USING (ticket_id)
+    FROM ticket_state t
 ),
 breaches AS (
     SELECT priority, channel, count(*) AS sla_breaches FROM ticket_sla_breaches GROUP BY priority, channel

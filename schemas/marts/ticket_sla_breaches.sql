@@ -1,30 +1,17 @@
 -- SLA breaches: tickets whose first-response deadline passed on day dt without a response, as the
--- factory knew them at the end of delivery day dt: every ticket event delivered up to dt, each once, at
--- the version bronze keeps (its earliest delivery's; a conflicting later version does not count).
--- A ticket is at its greatest event by (updated_at, event_id), as in silver. Its deadline is created_at
--- plus the SLA of its priority (urgent 1 h, high 4 h, normal 24 h, low 72 h); a response is any event
--- of the ticket other than `created`. minutes_late runs to the response, or to the end of dt.
+-- factory knew them at the end of delivery day dt (ticket_state of dt). Its deadline is created_at plus
+-- the SLA of its priority (urgent 1 h, high 4 h, normal 24 h, low 72 h); a response is any event of the
+-- ticket other than `created`. minutes_late runs to the response, or to the end of dt.
 -- grain: dt
--- upstream: tickets[all:0]
+-- upstream: ticket_state
 -- check: error unique(dt, ticket_id)
 -- check: error not_null(ticket_id, priority, channel, deadline, minutes_late)
 -- assert: error a_timely_response_is_no_breach: SELECT * FROM this WHERE first_response_at <= deadline
-WITH events AS (  -- each event once, at the version bronze keeps: its earliest delivery's
-    SELECT * FROM tickets QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _delivery_key) = 1
-),
-current_state AS (
-    SELECT * FROM events
-    QUALIFY row_number() OVER (PARTITION BY ticket_id ORDER BY updated_at DESC, event_id DESC) = 1
-),
-responses AS (
-    SELECT ticket_id, min(updated_at) AS first_response_at
-    FROM events WHERE event_type <> 'created' GROUP BY ticket_id
-),
-due AS (
-    SELECT t.ticket_id, t.priority, t.channel, t.created_at, r.first_response_at,
-           t.created_at + CASE t.priority WHEN 'urgent' THEN INTERVAL 1 HOUR WHEN 'high' THEN INTERVAL 4 HOUR
-                                          WHEN 'normal' THEN INTERVAL 24 HOUR ELSE INTERVAL 72 HOUR END AS deadline
-    FROM current_state t LEFT JOIN responses r USING (ticket_id)
+WITH due AS (
+    SELECT ticket_id, priority, channel, created_at, first_response_at,
+           created_at + CASE priority WHEN 'urgent' THEN INTERVAL 1 HOUR WHEN 'high' THEN INTERVAL 4 HOUR
+                                      WHEN 'normal' THEN INTERVAL 24 HOUR ELSE INTERVAL 72 HOUR END AS deadline
+    FROM ticket_state
 )
 SELECT $dt::DATE AS dt, ticket_id, priority, channel, created_at, deadline, first_response_at,
        round(date_diff('second', deadline,
