@@ -110,7 +110,7 @@ def main() -> None:
             from tasks.catalog import catalog_location, refresh_catalog
 
             began = time.perf_counter()
-            refresh_catalog(get_engine(url), lake, {m: "dt" for m in ("ticket_sla_breaches", "ticket_daily_metrics")})
+            refresh_catalog(get_engine(url), lake)
             print(f"catalog regenerated: {time.perf_counter() - began:.2f} s")
             import duckdb
 

@@ -571,8 +571,13 @@ def cmd_lake_compact(args: argparse.Namespace) -> int:
     from tasks.compact import compact_month
     from tasks.database import get_engine
 
+    from tasks.catalog import refresh_catalog
+
     _preflight()
-    reports = compact_month(get_engine(load_settings().database_url), _lake(), get_dataset(args.dataset), args.month)
+    engine, lake = get_engine(load_settings().database_url), _lake()
+    reports = compact_month(engine, lake, get_dataset(args.dataset), args.month)
+    if reports:  # the catalog reads the compacted snapshots now (retention may let the old files go)
+        refresh_catalog(engine, lake)
     if args.json:
         _print_json(reports)
     elif not reports:
@@ -581,6 +586,8 @@ def cmd_lake_compact(args: argparse.Namespace) -> int:
         print(_table(["partition", "rows", "files_before", "files_after", "snapshot_after"],
                      [[r["partition_key"], r["rows"], r["files_before"], r["files_after"], r["snapshot_after"]]
                       for r in reports]))
+        print("the marts that read these partitions are stale now (new snapshots, same rows): "
+              "`datafactory marts run` recomputes them")
     return EXIT_OK
 
 

@@ -73,7 +73,7 @@ def _nothing_due(args: argparse.Namespace) -> int:
     """Every partition is fresh (or held as recorded): move markers a crash left behind, regenerate the
     catalog, and say so, without a flow run."""
     from flows import cli
-    from flows.marts import catalog_marts, plan_marts, selected
+    from flows.marts import plan_marts, selected
     from tasks.catalog import refresh_catalog
     from tasks.marts import repair_markers
 
@@ -81,7 +81,7 @@ def _nothing_due(args: argparse.Namespace) -> int:
     lake = cli._lake()
     plans = plan_marts(engine, graph, selected(graph, args.dataset, args.mart), args.start, args.end)
     moved = repair_markers(engine, lake, [p for p in plans if p.freshness.value == "fresh"])
-    note = refresh_catalog(engine, lake, catalog_marts(graph))
+    note = refresh_catalog(engine, lake)
     if args.json:
         cli._print_json({"outcomes": [], "failed": False, "markers_moved": moved, "catalog_note": note})
     else:
@@ -134,13 +134,12 @@ def cmd_marts_status(args: argparse.Namespace) -> int:
 def cmd_catalog(args: argparse.Namespace) -> int:
     """Where the lake's DuckDB catalog is and how to open it (`--refresh` regenerates it first)."""
     from flows import cli
-    from flows.marts import catalog_marts
     from tasks.catalog import catalog_location, install_httpfs, open_command, refresh_catalog
 
     settings, graph, engine = _graph_and_engine()
     lake = cli._lake()
     if args.refresh:
-        note = refresh_catalog(engine, lake, catalog_marts(graph))
+        note = refresh_catalog(engine, lake)
         if note:
             print(note)
             return cli.EXIT_FAILED

@@ -258,11 +258,11 @@ def _pull(settings: FactorySettings, spec: DatasetSpec, source: PulledSource, en
         else Action.REPLAY
     partitions = [_ingest(settings, spec, root, day, action, reason, operator) for day in touched]
     refresh_delivery_summary(settings)
+    after = _settle_cursor(engine, spec, source, run, before, direction)
     if partitions:
         from flows.marts import after_commit
 
         after_commit(settings, spec.name)
-    after = _settle_cursor(engine, spec, source, run, before, direction)
     return _summarize(settings, spec, source, engine, run, resumed, before, after, partitions)
 
 

@@ -391,6 +391,17 @@ cursor_event = Table(
 
 # Marts (tasks/marts.py): each partition of each mart, the upstream snapshots it was computed from, and
 # every computation. A mart's own snapshots live in lake_snapshot/lake_current under the mart's name.
+# Each mart's gold table as last created: its grain and columns (name -> DuckDB type). A model whose columns
+# changed re-creates the table once, under the mart's lock; the catalog reads the grains from here.
+mart_table = Table(
+    "mart_table",
+    metadata,
+    Column("mart", String(64), primary_key=True),
+    Column("grain", String(64), nullable=False),
+    Column("columns", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
 mart_partition = Table(
     "mart_partition",
     metadata,
@@ -440,7 +451,7 @@ mart_run = Table(
 # the factory's own tables, versioned by the migrations in schemas/migrations/ (dataset tables are not)
 FACTORY_TABLES = (quarantine, redelivery, ingest_batch, ingest_run, partition_state, decision_log, check_result,
                   lake_snapshot, lake_current, verify_finding, dataset_contract, schema_change, pull_run, pull_page,
-                  source_cursor, cursor_event, mart_partition, mart_input, mart_run)
+                  source_cursor, cursor_event, mart_table, mart_partition, mart_input, mart_run)
 
 
 def warehouse_tables() -> list[Table]:

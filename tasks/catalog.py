@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from schemas.datasets import DATASETS, DatasetSpec
+from schemas.tables import mart_partition, mart_table, partition_state
 from tasks import ledger
 from tasks.database import reading
 from tasks.lake import Lake, LakeError, read_record
@@ -41,15 +42,18 @@ CATALOG = "catalog.duckdb"
 
 def catalog_location(lake: Lake) -> str:
     """Where the catalog is: an absolute path, or an s3:// URL."""
+    return _object_url(lake, CATALOG)
+
+
+def _object_url(lake: Lake, key: str) -> str:
+    """Where an object of the lake really is: a local path, or s3://bucket/key (a block's folder included)."""
     if isinstance(lake.storage, LocalStorage):
-        return str((Path(lake.storage.url) / CATALOG).resolve())
-    return f"{lake.storage.url}/{CATALOG}"
+        return str((Path(lake.storage.url) / key).resolve())
+    return lake.storage.object_url(key)  # type: ignore[attr-defined]
 
 
 def _file_url(lake: Lake, name: str, day: date, path: str) -> str:
-    if isinstance(lake.storage, LocalStorage):
-        return str((Path(lake.storage.url) / lake.prefix(name, day) / path).resolve())
-    return lake.where(name, day, path)
+    return _object_url(lake, f"{lake.prefix(name, day)}/{path}")
 
 
 def _select(lake: Lake, name: str, day: date, record: dict[str, Any], extra: bool) -> str:
@@ -99,15 +103,34 @@ def _table_views(con: Any, lake: Lake, name: str, grain: str | None, current: di
 
 
 def _silver_views(con: Any, spec: DatasetSpec) -> None:
-    """Silver computed from the lake's events: per entity its greatest event by (ordering, event key),
-    the rule the warehouse's silver follows; `_dt(day)` as of the end of a delivery day."""
+    """Silver computed from the lake's events by the warehouse's rule (each event at its first delivery's
+    version, each entity at its greatest event by (ordering, event key)); `_dt(day)` as of a delivery day."""
     fields = ", ".join(f"{quoted(f.name)} AS {quoted(spec.silver_name(f.name))}" for f in spec.fields)
     order = f"{quoted(spec.ordering_column)} DESC, {quoted(spec.event_key)} DESC"
-    body = (f"SELECT {fields} FROM {{source}} QUALIFY row_number() OVER (PARTITION BY {quoted(spec.entity_key)} "
+    # each event at its earliest delivery's version (bronze's: a later conflicting one lost), then each
+    # entity at its greatest event
+    accepted = (f"(SELECT * FROM {{source}} QUALIFY row_number() OVER (PARTITION BY {quoted(spec.event_key)} "
+                "ORDER BY _delivery_key) = 1)")
+    body = (f"SELECT {fields} FROM {accepted} QUALIFY row_number() OVER (PARTITION BY {quoted(spec.entity_key)} "
             f"ORDER BY {order}) = 1")
     con.execute(f"CREATE VIEW {quoted(spec.silver_table)} AS " + body.format(source=quoted(spec.name)))
     con.execute(f"CREATE MACRO {quoted(spec.silver_table + '_dt')}(day) AS TABLE " + body.format(
         source=f"(SELECT * FROM {quoted(spec.name)} WHERE dt <= CAST(day AS DATE))"))
+
+
+def _states(engine: Engine, name: str, dataset: bool) -> dict[str, str]:
+    """Each partition's state (succeeded, held, failed): held rows are in the views, flagged in `_catalog`."""
+    table = partition_state if dataset else mart_partition
+    key = table.c.dataset if dataset else table.c.mart
+    with reading(engine) as conn:
+        return {str(p): str(s) for p, s in conn.execute(select(table.c.partition_key, table.c.status).where(key == name))}
+
+
+def catalog_marts(engine: Engine) -> dict[str, str]:
+    """Every mart with a gold table, and its grain (from the ledger: a model folder that fails to load
+    does not take the marts out of the catalog)."""
+    with reading(engine) as conn:
+        return {str(m): str(g) for m, g in conn.execute(select(mart_table.c.mart, mart_table.c.grain))}
 
 
 def build_catalog(engine: Engine, lake: Lake, marts: dict[str, str], path: Path) -> list[str]:
@@ -130,12 +153,13 @@ def build_catalog(engine: Engine, lake: Lake, marts: dict[str, str], path: Path)
             _table_views(con, lake, name, grain, current, retained)
             if grain is None:
                 _silver_views(con, DATASETS[name])
-            rows += [(name, "dataset" if grain is None else "mart", d, r["snapshot_id"], len(r["files"]), r["rows"],
-                      r["committed_at"]) for d, r in sorted(current.items())]
+            states = _states(engine, name, grain is None)
+            rows += [(name, "dataset" if grain is None else "mart", d, r["snapshot_id"], states.get(d.isoformat()),
+                      len(r["files"]), r["rows"], r["committed_at"]) for d, r in sorted(current.items())]
         con.execute("CREATE TABLE _catalog (table_name VARCHAR, kind VARCHAR, partition_key DATE, snapshot_id VARCHAR,"
-                    " files INTEGER, rows BIGINT, committed_at VARCHAR, built_at TIMESTAMPTZ)")
+                    " status VARCHAR, files INTEGER, rows BIGINT, committed_at VARCHAR, built_at TIMESTAMPTZ)")
         if rows:
-            con.executemany("INSERT INTO _catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(*r, built) for r in rows])
+            con.executemany("INSERT INTO _catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, built) for r in rows])
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -160,14 +184,15 @@ def _connect_s3(con: Any, lake: Lake) -> None:
     con.execute(f"CREATE TEMPORARY SECRET lake_s3 ({', '.join(options)})")
 
 
-def refresh_catalog(engine: Engine, lake: Lake, marts: dict[str, str]) -> str | None:
-    """Regenerate `{lake}/catalog.duckdb` in one step; None, or why it was not (the data stays committed)."""
+def refresh_catalog(engine: Engine, lake: Lake) -> str | None:
+    """Regenerate `{lake}/catalog.duckdb` in one step (every dataset, every mart with a gold table); None,
+    or why it was not (the data stays committed)."""
     holder = lambda: None  # noqa: E731 - a catalog refresh is short; whoever holds it is one
     try:
         with partition_lock(engine, "_catalog", "0000-00-00", holder), \
                 tempfile.TemporaryDirectory(prefix="datafactory-catalog-") as folder:
             staged = Path(folder) / CATALOG
-            problems = build_catalog(engine, lake, marts, staged)
+            problems = build_catalog(engine, lake, catalog_marts(engine), staged)
             if isinstance(lake.storage, LocalStorage):  # a rename in the lake folder: atomic
                 target = Path(catalog_location(lake))
                 for left in target.parent.glob(f".{CATALOG}.*.partial"):  # a killed writer's (we hold the lock)

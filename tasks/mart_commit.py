@@ -15,56 +15,42 @@ from decimal import Decimal
 from typing import Any
 
 import polars as pl
-from sqlalchemy import (BigInteger, Boolean, Column, Connection, Date, DateTime, Engine, Float, Index, MetaData,
-                        Numeric, Table, Text, delete, insert, inspect, select, update)
-from sqlalchemy.types import TypeEngine
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, insert, inspect, select, update
 
 from schemas.mart_models import MartModel, MartState
 from schemas.summary import CheckOutcome
-from schemas.tables import check_result, mart_input, mart_partition, mart_run
+from schemas.tables import check_result, mart_input, mart_partition, mart_run, mart_table
 from tasks import ledger
-from tasks.errors import InputError
+from tasks.gold import gold_table
 from tasks.lake import Lake, SnapshotWriter
 from tasks.lake_state import committed_ids
 from tasks.ledger import utc_now
+from tasks.locks import partition_lock
 from tasks.mart_plan import InputSnapshot, inputs_fingerprint
 
-
-def gold_type(duckdb_type: str, model: MartModel, column: str) -> TypeEngine:
-    """A mart column's warehouse type (decimals exact: text on SQLite, as the datasets keep them)."""
-    kind = duckdb_type.upper()
-    if kind.startswith("DECIMAL"):
-        precision, scale = (int(x) for x in kind[8:-1].split(","))
-        return Numeric(precision, scale, asdecimal=True).with_variant(Text(), "sqlite")
-    simple: dict[str, TypeEngine] = {
-        "BIGINT": BigInteger(), "INTEGER": BigInteger(), "SMALLINT": BigInteger(), "TINYINT": BigInteger(),
-        "UBIGINT": Numeric(20, 0), "UINTEGER": BigInteger(), "HUGEINT": Numeric(38, 0),
-        "DOUBLE": Float(), "FLOAT": Float(), "VARCHAR": Text(), "BOOLEAN": Boolean(), "DATE": Date(),
-        "TIMESTAMP WITH TIME ZONE": DateTime(timezone=True), "TIMESTAMP": DateTime(),
-    }
-    if kind not in simple:
-        raise InputError(model.path, None, column, f"a mart column of type {duckdb_type} has no warehouse type "
-                         "(cast it to VARCHAR, DOUBLE, DECIMAL, BIGINT, BOOLEAN, DATE or TIMESTAMPTZ)")
-    return simple[kind]
+SCHEMA_LOCK = "0000-00-00"  # the lock key of a mart's gold table (no partition has it)
 
 
-def gold_table(model: MartModel) -> Table:
-    metadata = MetaData()
-    return Table(model.name, metadata,
-                 *(Column(name, gold_type(kind, model, name)) for name, kind in model.columns.items()),
-                 Index(f"ix_{model.name}_{model.grain}"[:63], model.grain))
-
-
-def _ensure_gold(conn: Connection, table: Table) -> None:
-    """The gold table as the model has it now: created, or re-created when its columns changed (a changed
-    model makes every partition stale, so the rows it drops are computed again)."""
-    existing = inspect(conn)
-    if existing.has_table(table.name):
-        columns = [c["name"] for c in existing.get_columns(table.name)]
-        if columns == [c.name for c in table.columns]:
-            return
-        table.drop(conn)
-    table.create(conn)
+def prepare_gold(engine: Engine, model: MartModel) -> bool:
+    """The mart's gold table as the model has it now (grain and columns, names and types): created, or
+    re-created when they changed, once, under the mart's own lock; every partition of the mart is then due
+    again (its rows went with the old table). True when it was (re)created."""
+    signature = json.dumps(model.columns)
+    with partition_lock(engine, model.name, SCHEMA_LOCK, lambda: None):
+        with engine.begin() as conn:
+            known = conn.execute(select(mart_table).where(mart_table.c.mart == model.name)).first()
+            exists = inspect(conn).has_table(model.name)
+            if exists and known is not None and (known.grain, known.columns) == (model.grain, signature):
+                return False
+            if exists:
+                Table(model.name, MetaData()).drop(conn)
+            gold_table(model).create(conn)
+            values = dict(grain=model.grain, columns=signature, updated_at=utc_now())
+            if conn.execute(update(mart_table).where(mart_table.c.mart == model.name).values(**values)).rowcount == 0:
+                conn.execute(insert(mart_table).values(mart=model.name, **values))
+            conn.execute(update(mart_partition).where(mart_partition.c.mart == model.name)
+                         .values(model_fingerprint=""))  # stale: their rows are gone
+    return True
 
 
 def _values(rows: pl.DataFrame, sqlite: bool) -> list[dict[str, Any]]:
@@ -109,7 +95,6 @@ def commit_mart_partition(engine: Engine, lake: Lake, model: MartModel, day: dat
                                        "inputs": [i.as_list() for i in inputs]})
         with engine.begin() as conn:
             table = gold_table(model)
-            _ensure_gold(conn, table)
             conn.execute(delete(table).where(table.c[model.grain] == day))
             if rows.height:
                 conn.execute(insert(table), _values(rows, conn.dialect.name == "sqlite"))

@@ -22,6 +22,8 @@ from schemas.mart_models import MartCheck, MartModel, MartPolicy, Upstream, Wind
 from schemas.tables import FACTORY_TABLES, dataset_tables
 from tasks.errors import InputError
 from tasks.lake import LINEAGE
+from tasks.gold import gold_type
+from tasks.migrations import VERSION_TABLE
 from tasks.duck import duckdb_connection, literal
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -174,6 +176,12 @@ def parse_model(path: Path) -> MartModel:
         raise InputError(path, 1, "upstream", "the header declares no upstream (`-- upstream: tickets`)")
     if not sql:
         raise InputError(path, len(lines) or 1, "sql", "the file has a header but no SELECT")
+    named: dict[str, int] = {}
+    for check in checks:
+        if check.name in named:
+            raise InputError(path, check.line, check.kind, f"{check.name} is declared twice (line {named[check.name]}): "
+                             "one check per name")
+        named[check.name] = check.line
     seen: dict[str, int] = {}
     for upstream in upstreams:
         if upstream.name in seen:
@@ -252,12 +260,17 @@ def _bind(ordered: list[MartModel], datasets: dict[str, DatasetSpec]) -> list[Ma
                 missing = [c for c in check.columns if c not in columns]
                 if missing:
                     raise InputError(model.path, check.line, "check", f"{check.name}: no column {missing[0]}")
+            for column, kind in columns.items():
+                if len(column.encode()) > 63:  # PostgreSQL would cut it: the gold table would not match
+                    raise InputError(model.path, None, "sql", f"column {column[:40]!r}… has a name over 63 bytes: "
+                                     "give it an alias")
+                gold_type(kind, model, column)  # one with no warehouse type is refused now, not at commit
             bound.append(replace(model, columns=columns))
     return bound
 
 
 def _reserved_names(datasets: dict[str, DatasetSpec]) -> set[str]:
-    names = {t.name for t in FACTORY_TABLES} | set(datasets)
+    names = {t.name for t in FACTORY_TABLES} | set(datasets) | {VERSION_TABLE, "alembic_version"}
     for spec in datasets.values():
         names |= {t.name for t in dataset_tables(spec)}
     return names

@@ -101,6 +101,22 @@ def _good_mart_snapshots(conn: Connection, mart: str, partitions: list[str]) -> 
     return {(mart, str(p)): str(s) for p, s in rows}
 
 
+def _unusable_dataset_partitions(conn: Connection, dataset: str) -> list[str]:
+    """Partitions downstream must not read as they are: held, or failed after a held run committed their
+    current snapshot (a failed rerun leaves the held snapshot current)."""
+    held: list[str] = list(conn.execute(select(partition_state.c.partition_key).where(and_(
+        partition_state.c.dataset == dataset, partition_state.c.status == RunStatus.HELD.value))).scalars())
+    failed_on_held: list[str] = list(conn.execute(
+        select(partition_state.c.partition_key)
+        .join(lake_current, and_(lake_current.c.dataset == partition_state.c.dataset,
+                                 lake_current.c.partition_key == partition_state.c.partition_key))
+        .join(lake_snapshot, lake_snapshot.c.snapshot_id == lake_current.c.snapshot_id)
+        .join(ingest_run, ingest_run.c.run_id == lake_snapshot.c.run_id)
+        .where(partition_state.c.dataset == dataset, partition_state.c.status == RunStatus.FAILED.value,
+               ingest_run.c.status != RunStatus.SUCCEEDED.value)).scalars())
+    return sorted(set(held) | set(failed_on_held))
+
+
 def read_ledger(conn: Connection, graph: MartGraph, model: MartModel) -> LedgerView:
     current: dict[Key, str] = {}
     blocked: dict[Key, str] = {}
@@ -117,10 +133,9 @@ def read_ledger(conn: Connection, graph: MartGraph, model: MartModel) -> LedgerV
             mine = [p for (n, p) in blocked if n == name]
             good.update(_good_mart_snapshots(conn, name, mine) if mine else {})
         else:
-            held: list[str] = list(conn.execute(select(partition_state.c.partition_key).where(and_(
-                partition_state.c.dataset == name, partition_state.c.status == RunStatus.HELD.value))).scalars())
+            held = _unusable_dataset_partitions(conn, name)
             blocked.update({(name, p): f"{name}/{p} is held" for p in held})
-            good.update(_good_dataset_snapshots(conn, name, list(held)) if held else {})
+            good.update(_good_dataset_snapshots(conn, name, held) if held else {})
     recorded = {r.partition_key: r for r in conn.execute(select(mart_partition).where(mart_partition.c.mart == model.name))}
     consumed: dict[str, set[tuple[str, str, str]]] = {}
     for r in conn.execute(select(mart_input).where(mart_input.c.mart == model.name)):

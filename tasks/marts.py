@@ -13,12 +13,12 @@ from sqlalchemy import Engine
 from schemas.mart_models import Freshness, MartModel
 from tasks import ledger
 from tasks.database import reading
-from tasks.errors import FactoryError
+from tasks.errors import FactoryError, PartitionLockedError
 from tasks.lake import Lake
 from tasks.lake_state import follow_ledger, settle_lake
 from tasks.ledger import utc_now
 from tasks.locks import partition_lock
-from tasks.mart_commit import commit_mart_partition, previous_rows, record_failed, record_held
+from tasks.mart_commit import commit_mart_partition, prepare_gold, previous_rows, record_failed, record_held
 from tasks.mart_compute import InputFiles, compute
 from tasks.mart_evidence import MartOutcome, mart_evidence, write_mart_evidence
 from tasks.mart_models import MartGraph
@@ -48,6 +48,7 @@ def refresh_partition(engine: Engine, lake: Lake, graph: MartGraph, model: MartM
         else:
             why = plan.freshness.value
             try:
+                prepare_gold(engine, model)
                 result = compute(model, graph, plan.day, plan.inputs, files, earlier)
                 outcome.status, record = commit_mart_partition(
                     engine, lake, model, plan.day, result.rows, plan.inputs, result.checks, run_id, why, started,
@@ -83,7 +84,11 @@ def repair_markers(engine: Engine, lake: Lake, plans: list[PartitionPlan]) -> li
     """Move the marker of every committed partition whose marker a failure after its commit left behind."""
     moved = []
     for plan in plans:
-        note = follow_ledger(engine, lake, plan.mart, plan.day)
+        try:
+            with partition_lock(engine, plan.mart, plan.partition, lambda: None, wait=False):
+                note = follow_ledger(engine, lake, plan.mart, plan.day)
+        except PartitionLockedError:  # a marts run is committing it: its marker follows that commit
+            continue
         if note:
             moved.append(f"{plan.mart}/{plan.partition}: {note}")
     return moved

@@ -172,6 +172,10 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.folder}/{key}" if self.folder else key
 
+    def object_url(self, key: str) -> str:
+        """The object's own address (the block's bucket and folder, whatever URL named the lake)."""
+        return f"s3://{self.bucket.bucket_name}/{self._key(key)}"
+
     def connection_settings(self) -> dict[str, str | None]:
         """What another S3 client (DuckDB's httpfs) needs to reach the same objects as this one."""
         credentials = self._client._request_signer._credentials  # the client's resolved credentials

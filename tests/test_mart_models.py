@@ -77,6 +77,8 @@ def test_a_window_without_its_own_day_is_refused(tmp_path: Path) -> None:
     ("-- grain: dt\n-- upstream: tickets[0:-1]", "a.sql:2: upstream: window [0:-1] ends before it starts"),
     ("-- grain: dt\n-- upstream: tickets\n-- policy: ignore", "a.sql:3: policy: 'ignore' is not hold or refresh"),
     ("-- grain: dt\n-- upstream: tickets\n-- check: error unique(nope)", "a.sql:3: check: unique(nope): no column nope"),
+    ("-- grain: dt\n-- upstream: tickets\n-- check: warn row_count_change(0.5)\n-- check: error row_count_change(2)",
+     "a.sql:4: row_count_change: row_count_change is declared twice (line 3): one check per name"),
     ("-- grain: dt\n-- upstream: tickets\n-- check: fatal unique(dt)",
      "a.sql:3: check: write `-- check: error|warn unique(col, …)`, `not_null(col, …)` or `row_count_change(ratio)`"),
 ])
@@ -87,3 +89,8 @@ def test_a_bad_header_line_is_refused_naming_its_line(tmp_path: Path, header: st
 def test_a_mart_named_like_a_dataset_or_table_is_refused(tmp_path: Path) -> None:
     message = _refusal(tmp_path, ticket_fact="-- grain: dt\n-- upstream: tickets\nSELECT $dt AS dt")
     assert message == "ticket_fact.sql: file name: 'ticket_fact' is already a dataset or a warehouse table"
+
+
+def test_a_column_with_no_warehouse_type_is_refused_at_load(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, a="-- grain: dt\n-- upstream: tickets\nSELECT $dt AS dt, list(tags) AS all_tags FROM tickets")
+    assert message.startswith("a.sql: all_tags: a mart column of type VARCHAR[][] has no warehouse type")

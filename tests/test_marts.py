@@ -17,6 +17,7 @@ from flows.restore import restore_flow
 from schemas.tables import lake_current, mart_input, mart_partition, mart_run
 from tasks.database import get_engine
 from tasks.generate import write_manifest
+from tests.faults import Injected, inject
 from tests.helpers import DAYS
 
 D14, D16, D17 = DAYS
@@ -153,3 +154,28 @@ def test_a_held_partition_holds_its_marts_and_its_release_recomputes_them(factor
     assert {m for m, p, s in _runs(factory_env) - before if p == "2026-04-18" and s == "succeeded"} == {
         "same_day", "two_days", "to_date", "on_two_days", "last_good"}
     assert set(_state(factory_env).values()) == {"succeeded"}
+
+
+def test_a_failed_rerun_of_a_held_partition_does_not_release_its_marts(factory_env: str, models: Path,
+                                                                        sample_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _ingest_samples()
+    _bad_delivery(sample_dir, D18, "bad-18", valid=1, invalid=9)
+    assert run_partition(dataset="tickets", partition_key=D18).status == "held"
+    with monkeypatch.context() as patch:
+        inject(patch, "tasks.commit:write_partition:before")
+        with pytest.raises(Injected):
+            run_partition(dataset="tickets", partition_key=D18, force=True)  # the state is `failed` now
+    marts_flow()
+    assert _state(factory_env)[("same_day", "2026-04-18")] == "held"  # the held snapshot is still current
+
+
+def test_a_model_whose_columns_change_recomputes_every_partition_into_the_new_table(factory_env: str,
+                                                                                     models: Path) -> None:
+    _ingest_samples()
+    (models / "same_day.sql").write_text(MODELS["same_day"].replace("AS tickets FROM", "AS tickets, 1 AS version FROM"))
+    before = _runs(factory_env)
+    marts_flow()
+    assert {p for m, p, _ in _runs(factory_env) - before if m == "same_day"} == {"2026-04-14", "2026-04-16", "2026-04-17"}
+    assert {str(row[0]) for row in _gold(factory_env, "same_day")} == {d.isoformat() for d in DAYS}
+    assert {row[-1] for row in _gold(factory_env, "same_day")} == {1}

@@ -17,6 +17,17 @@ depends_on = None
 metadata = MetaData()
 Timestamp = DateTime(timezone=True)
 
+# Each mart's gold table as last created: its grain and columns (name -> DuckDB type). A model whose columns
+# changed re-creates the table once, under the mart's lock; the catalog reads the grains from here.
+Table(
+    "mart_table",
+    metadata,
+    Column("mart", String(64), primary_key=True),
+    Column("grain", String(64), nullable=False),
+    Column("columns", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
 Table(
     "mart_partition",
     metadata,
