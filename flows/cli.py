@@ -394,11 +394,26 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(_table(headers, rows))
         print(f"\n{summary.mode}: {summary.planned} partition(s) planned, {summary.to_ingest} to ingest; "
               f"plan written to {summary.plan_path}")
+        stale = _stale_marts(plan["entries"])
+        if stale:
+            print("marts these ingests make stale (recomputed after them): " + ", ".join(stale))
         for failure in summary.failed:
             print(f"{failure['partition_key']}: failed: {failure['error']}")
         for held in summary.held:
             print(f"{held['partition_key']}: {held['error']}; evidence {held['evidence_path']}")
     return EXIT_FAILED if summary.failed or summary.held else EXIT_OK
+
+
+def _stale_marts(entries: list[dict[str, Any]]) -> list[str]:
+    """Per mart, the partitions a plan's entries make stale: `mart from..to` (`..` alone: every later one)."""
+    spans: dict[str, tuple[str, str | None]] = {}
+    for entry in entries:
+        for stale in entry.get("stale_marts", []):
+            first, last = spans.get(stale["mart"], (stale["from"], stale["to"]))
+            lasts = [last, stale["to"]]
+            spans[stale["mart"]] = (min(first, stale["from"]),
+                                    None if None in lasts else max(x for x in lasts if x is not None))
+    return [f"{mart} {first}..{last or ''}" for mart, (first, last) in sorted(spans.items())]
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

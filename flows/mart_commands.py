@@ -57,12 +57,13 @@ def cmd_marts_run(args: argparse.Namespace) -> int:
     elif outcomes:
         print(cli._table(["mart", "partition", "was", "why", "now", "rows", "snapshot"],
                          [[o["mart"], o["partition_key"], o["freshness"], o["error"] or o["why"], o["status"],
-                           o["rows"], (o["snapshot_id"] or "-")[:28]] for o in outcomes]))
+                           o["rows"], o["snapshot_id"] or "-"] for o in outcomes]))
         for o in outcomes:
             for check in o["checks"]:
                 if check["status"] in ("fail", "warn"):
                     print(f"{o['mart']}/{o['partition_key']}: {check['status'].upper()} {check['name']}: {check['detail']}")
-        print(f"evidence: {outcomes[-1]['evidence']}" if outcomes[-1]["evidence"] else "")
+        print("evidence: reports/mart_evidence/<mart>/<partition>/<run>.json (run ids in `marts status --json`)"
+              if any(o["evidence"] for o in outcomes) else "")
     else:
         print("every mart partition in range is fresh: nothing to compute")
     bad = state.is_failed() or any(o["status"] in ("held", "failed") for o in outcomes)
@@ -123,7 +124,7 @@ def cmd_marts_status(args: argparse.Namespace) -> int:
         if rows:
             print(cli._table(["mart", "partition", "state", "fresh", "rows", "inputs", "snapshot", "note"],
                              [[r["mart"], r["partition_key"], r["state"] or "-", r["freshness"], r["rows"], r["inputs"],
-                               (r["snapshot_id"] or "-")[:28], r["detail"] or (r["why"] if r["freshness"] != "fresh" else "")]
+                               r["snapshot_id"] or "-", r["detail"] or (r["why"] if r["freshness"] != "fresh" else "")]
                               for r in rows]))
         else:
             print("no mart partitions yet: their upstream partitions have not been committed")
@@ -156,7 +157,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         return cli.EXIT_FAILED
     print(f"catalog: {location}")
     print(f"open it read-only:\n  {command}")
-    print("then e.g.: SELECT * FROM ticket_daily_metrics_dt('2026-04-17'); SELECT * FROM _catalog;")
+    print("then e.g.: SELECT * FROM _catalog;  SELECT * FROM <table or mart>_dt('YYYY-MM-DD');")
     return cli.EXIT_OK
 
 

@@ -80,12 +80,13 @@ def _record_run(conn: Connection, model: MartModel, day: date, run_id: str, why:
 
 def commit_mart_partition(engine: Engine, lake: Lake, model: MartModel, day: date, rows: pl.DataFrame,
                           inputs: list[InputSnapshot], checks: list[CheckOutcome], run_id: str, why: str,
-                          started: datetime, flow_run_id: str | None) -> tuple[str, dict[str, Any]]:
+                          started: datetime, flow_run_id: str | None, because: str = "") -> tuple[str, dict[str, Any]]:
     """Stage and commit (call under the mart partition's lock; `settle_lake` moves the marker after).
     Returns the status and the snapshot record."""
     blocking = [c.name for c in checks if c.status == "fail" and c.severity == "error"]
     status = MartState.HELD.value if blocking else MartState.SUCCEEDED.value
     detail = ("held by " + ", ".join(blocking)) if blocking else None
+    reason = "; ".join(filter(None, [because, detail]))  # the run's row says why it ran, and how it ended
     with engine.connect() as conn:
         keep = committed_ids(conn, model.name, day)
     writer = SnapshotWriter(lake, model.name, day, run_id, keep)
@@ -111,7 +112,7 @@ def commit_mart_partition(engine: Engine, lake: Lake, model: MartModel, day: dat
                     mart=model.name, partition_key=day.isoformat(), upstream=i.upstream, upstream_partition=i.partition,
                     snapshot_id=i.snapshot_id, good_fallback=int(i.fallback)) for i in inputs])
             _record_run(conn, model, day, run_id, why, status, inputs, started, flow_run_id, record["snapshot_id"],
-                        rows.height, detail)
+                        rows.height, reason)
             if checks:
                 now = utc_now()
                 conn.execute(insert(check_result), [dict(

@@ -71,7 +71,7 @@ def outcomes_markdown(outcomes: list[MartOutcome]) -> str:
     for o in outcomes:
         why = o.error or o.plan.why
         lines.append(f"| {o.plan.mart} | {o.plan.partition} | {o.plan.freshness.value} | {why.replace('|', '/')} | "
-                     f"{o.status} | {o.rows if o.rows is not None else '-'} | {(o.snapshot_id or '-')[:28]} |")
+                     f"{o.status} | {o.rows if o.rows is not None else '-'} | {o.snapshot_id or '-'} |")
     if not outcomes:
         lines.append("| - | - | - | nothing in range | - | - | - |")
     return "\n".join(lines)

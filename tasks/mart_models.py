@@ -140,6 +140,7 @@ def parse_model(path: Path) -> MartModel:
     checks: list[MartCheck] = []
     lines = text.splitlines()
     body_start = len(lines)
+    once: dict[str, int] = {}  # grain and policy: the line that declared them
     for number, raw in enumerate(lines, start=1):
         stripped = raw.strip()
         if not stripped:
@@ -151,6 +152,10 @@ def parse_model(path: Path) -> MartModel:
         if found is None:
             continue  # a plain comment
         key, value = found["key"], found["value"]
+        if key in ("grain", "policy"):
+            if key in once:
+                raise InputError(path, number, key, f"declared twice (line {once[key]})")
+            once[key] = number
         if key == "grain":
             if NAME.fullmatch(value) is None:
                 raise InputError(path, number, "grain", f"{value!r} is not a column name")
@@ -265,6 +270,14 @@ def _bind(ordered: list[MartModel], datasets: dict[str, DatasetSpec]) -> list[Ma
                     raise InputError(model.path, None, "sql", f"column {column[:40]!r}… has a name over 63 bytes: "
                                      "give it an alias")
                 gold_type(kind, model, column)  # one with no warehouse type is refused now, not at commit
+            con.execute(f'CREATE OR REPLACE TEMP VIEW this AS SELECT * FROM "{model.name}"')
+            for check in model.checks:  # an assertion's SQL must bind too: on its mart's (empty) rows
+                if check.sql is not None:
+                    try:
+                        con.execute(f"SELECT count(*) FROM ({check.sql})")
+                    except duckdb.Error as exc:
+                        raise InputError(model.path, check.line, "assert",
+                                         f"{check.name}: DuckDB cannot bind it: {str(exc).splitlines()[0]}") from None
             bound.append(replace(model, columns=columns))
     return bound
 
@@ -277,9 +290,11 @@ def _reserved_names(datasets: dict[str, DatasetSpec]) -> set[str]:
 
 
 def load_models(folder: Path, datasets: dict[str, DatasetSpec]) -> MartGraph:
-    """Every `*.sql` model in `folder`, checked and bound, in dependency order. No folder: no marts."""
+    """Every `*.sql` model in `folder`, checked and bound, in dependency order (an empty folder: no marts)."""
     folder = Path(folder)
-    paths = sorted(folder.glob("*.sql")) if folder.is_dir() else []
+    if not folder.is_dir():
+        raise InputError(folder, None, "FACTORY_MARTS_DIR", "is not a folder (of mart models, *.sql)")
+    paths = sorted(folder.glob("*.sql"))
     models: dict[str, MartModel] = {}
     reserved = _reserved_names(datasets)
     for path in paths:

@@ -22,6 +22,7 @@ from schemas.mart_models import Freshness, MartModel, MartPolicy, MartState
 from schemas.reason_codes import RunStatus
 from schemas.tables import ingest_run, lake_current, lake_snapshot, mart_input, mart_partition, mart_run, partition_state
 from tasks.mart_models import MartGraph
+from tasks.verify import untrusted_partitions
 
 Key = tuple[str, str]  # (table, partition)
 
@@ -134,8 +135,11 @@ def read_ledger(conn: Connection, graph: MartGraph, model: MartModel) -> LedgerV
             good.update(_good_mart_snapshots(conn, name, mine) if mine else {})
         else:
             held = _unusable_dataset_partitions(conn, name)
+            untrusted = untrusted_partitions(conn, name)  # verify found its current state wrong
             blocked.update({(name, p): f"{name}/{p} is held" for p in held})
-            good.update(_good_dataset_snapshots(conn, name, held) if held else {})
+            blocked.update({(name, p): f"{name}/{p} is untrusted ({', '.join(why)})" for p, why in untrusted.items()})
+            unusable = sorted(set(held) | set(untrusted))
+            good.update(_good_dataset_snapshots(conn, name, unusable) if unusable else {})
     recorded = {r.partition_key: r for r in conn.execute(select(mart_partition).where(mart_partition.c.mart == model.name))}
     consumed: dict[str, set[tuple[str, str, str]]] = {}
     for r in conn.execute(select(mart_input).where(mart_input.c.mart == model.name)):
@@ -179,7 +183,8 @@ def plan_partition(view: LedgerView, model: MartModel, day: date) -> PartitionPl
                 if model.policy is MartPolicy.REFRESH and key in view.good:
                     inputs.append(InputSnapshot(upstream.name, partition, view.good[key], fallback=True))
                 else:
-                    held_by.append(f"{upstream.name}/{partition}")
+                    held_by.append(f"{upstream.name}/{partition}" + (" (untrusted)" if "untrusted" in view.blocked[key]
+                                                                      else ""))
             elif key in view.current:
                 inputs.append(InputSnapshot(upstream.name, partition, view.current[key]))
     recorded = view.recorded.get(day.isoformat())

@@ -52,7 +52,7 @@ def refresh_partition(engine: Engine, lake: Lake, graph: MartGraph, model: MartM
                 result = compute(model, graph, plan.day, plan.inputs, files, earlier)
                 outcome.status, record = commit_mart_partition(
                     engine, lake, model, plan.day, result.rows, plan.inputs, result.checks, run_id, why, started,
-                    flow_run_id)
+                    flow_run_id, because=plan.why)
                 outcome.snapshot_id, outcome.rows, outcome.checks = record["snapshot_id"], result.rows.height, result.checks
             except Exception as exc:
                 outcome.status = "failed"

@@ -151,13 +151,9 @@ def first_responses(events: Iterable[TicketEvent]) -> dict[str, datetime]:
 
 # --- durations as the SQL counts them ---------------------------------------------------------------
 
-def epoch_seconds(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(seconds=1)
-
-
-def seconds_between(start: datetime, end: datetime) -> int:
-    """date_diff('second', start, end): the second boundaries crossed (whole epoch seconds, truncated)."""
-    return epoch_seconds(end) - epoch_seconds(start)
+def micros_between(start: datetime, end: datetime) -> int:
+    """Elapsed microseconds (the SQL's epoch_us(end) - epoch_us(start))."""
+    return (end - start) // timedelta(microseconds=1)
 
 
 def minutes(values: Sequence[Fraction]) -> float | None:
@@ -167,8 +163,8 @@ def minutes(values: Sequence[Fraction]) -> float | None:
     return float(round(statistics.median(values), 3))
 
 
-def as_minutes(seconds: int) -> Fraction:
-    return Fraction(seconds, 60)
+def as_minutes(micros: int) -> Fraction:
+    return Fraction(micros, 60_000_000)
 
 
 def end_of(day: date) -> datetime:
@@ -199,7 +195,7 @@ def ticket_sla_breaches(held: Mapping[date, Sequence[TicketEvent]], dt: date) ->
         response = responses.get(ticket_id)
         if utc_day(deadline) != dt or (response is not None and response <= deadline):
             continue
-        late = seconds_between(deadline, response if response is not None else end_of(dt))
+        late = micros_between(deadline, response if response is not None else end_of(dt))
         rows.append({"dt": dt, "ticket_id": ticket_id, "priority": current.priority, "channel": current.channel,
                      "created_at": current.created_at, "deadline": deadline, "first_response_at": response,
                      "minutes_late": minutes([as_minutes(late)])})
@@ -221,9 +217,9 @@ def ticket_daily_metrics(held: Mapping[date, Sequence[TicketEvent]], dt: date) -
         opened = [t for t in tickets if utc_day(t.created_at) == dt]
         solved = [t for t in tickets if t.status in SOLVED and utc_day(t.updated_at) == dt]
         backlog = [t for t in tickets if t.status not in SOLVED]
-        first_response = [as_minutes(seconds_between(t.created_at, responses[t.ticket_id]))
+        first_response = [as_minutes(micros_between(t.created_at, responses[t.ticket_id]))
                           for t in opened if t.ticket_id in responses]
-        resolution = [as_minutes(seconds_between(t.created_at, t.updated_at)) for t in solved]
+        resolution = [as_minutes(micros_between(t.created_at, t.updated_at)) for t in solved]
         sla = breaches.get((priority, channel), 0)
         if len(opened) + len(solved) + len(backlog) + sla == 0:
             continue

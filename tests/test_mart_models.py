@@ -94,3 +94,19 @@ def test_a_mart_named_like_a_dataset_or_table_is_refused(tmp_path: Path) -> None
 def test_a_column_with_no_warehouse_type_is_refused_at_load(tmp_path: Path) -> None:
     message = _refusal(tmp_path, a="-- grain: dt\n-- upstream: tickets\nSELECT $dt AS dt, list(tags) AS all_tags FROM tickets")
     assert message.startswith("a.sql: all_tags: a mart column of type VARCHAR[][] has no warehouse type")
+
+
+def test_an_assertion_that_does_not_bind_is_refused_at_load(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, a="-- grain: dt\n-- upstream: tickets\n-- assert: error none: SELECT * FROM thiss\n"
+                       "SELECT $dt AS dt")
+    assert message.startswith("a.sql:3: assert: none: DuckDB cannot bind it: Catalog Error: Table with name thiss")
+
+
+def test_a_missing_models_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nowhere: FACTORY_MARTS_DIR: is not a folder"):
+        load_models(tmp_path / "nowhere", DATASETS)
+
+
+def test_a_second_grain_line_is_refused(tmp_path: Path) -> None:
+    assert _refusal(tmp_path, a="-- grain: dt\n-- upstream: tickets\n-- grain: day\nSELECT $dt AS dt") == \
+        "a.sql:3: grain: declared twice (line 1)"

@@ -60,7 +60,8 @@ ORDER_STATUSES = ["placed", "paid", "shipped", "delivered", "cancelled", "refund
 CURRENCIES = ["EUR", "USD", "JPY"]
 # minutes from a ticket's creation to an event: each SLA (1 h, 4 h, 24 h, 72 h) exactly, and half an hour past it
 OFFSETS = [0, 30, 60, 90, 240, 270, 1440, 1470, 4320, 4350]
-JITTERS = [timedelta(0), timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(seconds=59, microseconds=500_000)]
+JITTERS = [timedelta(0), timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(seconds=59, microseconds=500_000),
+           timedelta(microseconds=250_001)]  # sub-second: minutes are elapsed time, not second boundaries crossed
 ID_PREFIXES = ["E-", "Z-", "e-"]  # bytewise E < Z < e: ties on updated_at are not broken in creation order
 EXAMPLES = int(os.environ.get("MART_EXAMPLES", "8"))
 

@@ -6,6 +6,7 @@
 --   backlog     tickets not solved or closed
 --   median_first_response_minutes   over tickets opened on dt that had a response (any event but `created`)
 --   median_resolution_minutes       over tickets solved on dt: created_at to that greatest event
+-- (minutes elapsed, from microseconds; the median rounded to 3 places)
 --   sla_breaches  ticket_sla_breaches rows of dt
 -- A group with nothing to count is left out.
 -- grain: dt
@@ -29,9 +30,9 @@ metrics AS (
            count(*) FILTER (WHERE opened_today) AS opened,
            count(*) FILTER (WHERE solved_today) AS solved,
            count(*) FILTER (WHERE status NOT IN ('solved', 'closed')) AS backlog,
-           round(median(date_diff('second', created_at, first_response_at) / 60.0)
+           round(median((epoch_us(first_response_at) - epoch_us(created_at)) / 60000000.0)
                  FILTER (WHERE opened_today AND first_response_at IS NOT NULL), 3) AS median_first_response_minutes,
-           round(median(date_diff('second', created_at, updated_at) / 60.0) FILTER (WHERE solved_today), 3)
+           round(median((epoch_us(updated_at) - epoch_us(created_at)) / 60000000.0) FILTER (WHERE solved_today), 3)
                AS median_resolution_minutes
     FROM flagged GROUP BY priority, channel
 )

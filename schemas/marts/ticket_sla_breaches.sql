@@ -1,7 +1,8 @@
 -- SLA breaches: tickets whose first-response deadline passed on day dt without a response, as the
 -- factory knew them at the end of delivery day dt (ticket_state of dt). Its deadline is created_at plus
 -- the SLA of its priority (urgent 1 h, high 4 h, normal 24 h, low 72 h); a response is any event of the
--- ticket other than `created`. minutes_late runs to the response, or to the end of dt.
+-- ticket other than `created`. minutes_late: elapsed minutes (from microseconds, rounded to 3 places) to
+-- the response, or to the end of dt.
 -- grain: dt
 -- upstream: ticket_state
 -- check: error unique(dt, ticket_id)
@@ -14,9 +15,8 @@ WITH due AS (
     FROM ticket_state
 )
 SELECT $dt::DATE AS dt, ticket_id, priority, channel, created_at, deadline, first_response_at,
-       round(date_diff('second', deadline,
-                       coalesce(first_response_at, ($dt::DATE + 1)::TIMESTAMP AT TIME ZONE 'UTC')) / 60.0, 3)
-           AS minutes_late
+       round((epoch_us(coalesce(first_response_at, ($dt::DATE + 1)::TIMESTAMP AT TIME ZONE 'UTC'))
+              - epoch_us(deadline)) / 60000000.0, 3) AS minutes_late
 FROM due
 WHERE CAST(timezone('UTC', deadline) AS DATE) = $dt::DATE
   AND (first_response_at IS NULL OR first_response_at > deadline)
