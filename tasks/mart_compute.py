@@ -94,6 +94,7 @@ def compute(model: MartModel, graph: MartGraph, day: date, inputs: list[InputSna
             previous_rows: int | None) -> MartResult:
     """The mart's rows for `day` from exactly `inputs`, and its checks' verdicts."""
     con = duckdb_connection()
+    out = files.folder / f"{model.name}-{day.isoformat()}.parquet"
     try:
         for upstream in model.upstreams:
             paths = [str(files.path(i)) for i in inputs if i.upstream == upstream.name]
@@ -103,28 +104,21 @@ def compute(model: MartModel, graph: MartGraph, day: date, inputs: list[InputSna
                             f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)")
             else:
                 _empty_view(con, graph.models.get(upstream.name), upstream.name, files.folder)
-        out = files.folder / f"{model.name}-{day.isoformat()}.parquet"
         try:
             con.execute(f"COPY (SELECT * FROM ({model.sql})) TO {literal(str(out))} (FORMAT parquet)",
                         {"dt": day} if "$dt" in model.sql else None)
         except Exception as exc:  # duckdb.Error: the model's own SQL failed on this data
             raise InputError(model.path, None, "sql", f"DuckDB failed on {day}: {str(exc).splitlines()[0]}") from None
         rows = pl.read_parquet(out)
-        out.unlink()
         wrong = rows.filter(pl.col(model.grain) != pl.lit(day)).height + rows[model.grain].null_count()
         if wrong:
             raise InputError(model.path, None, "grain", f"{wrong} rows of partition {day} have another "
                              f"{model.grain} (filter on $dt)")
-        con.execute(f"CREATE TEMP VIEW this AS SELECT * FROM read_parquet({literal(str(_write(rows, files.folder)))})")
+        con.execute(f"CREATE TEMP VIEW this AS SELECT * FROM read_parquet({literal(str(out))})")  # checks read it
         return MartResult(rows, [_check(con, model, c, rows.height, previous_rows) for c in model.checks])
     finally:
         con.close()
-
-
-def _write(rows: pl.DataFrame, folder: Path) -> Path:
-    path = folder / f"this-{id(rows)}.parquet"
-    rows.write_parquet(path)
-    return path
+        out.unlink(missing_ok=True)
 
 
 def _check(con: Any, model: MartModel, check: MartCheck, rows: int, previous_rows: int | None) -> CheckOutcome:

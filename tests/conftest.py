@@ -112,6 +112,15 @@ def factory_env(prefect_harness: None, warehouse_url: str, sample_dir: Path, tmp
 
 
 @pytest.fixture(autouse=True)
+def marts_where_tested(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process flow tests of other things commit without refreshing marts (each refresh is several task
+    runs: most of a partition run's time in the suite); tests marked `marts` run them after every commit, as
+    the product does by default, and so do the CLI tests (their subprocesses start from no FACTORY_* setting)."""
+    if request.node.get_closest_marker("marts") is None:
+        monkeypatch.setenv("FACTORY_MARTS_AFTER_COMMIT", "false")
+
+
+@pytest.fixture(autouse=True)
 def tickets_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two datasets are registered: commands (and the subprocesses tests start) speak of tickets unless
     a test names orders, as a user with FACTORY_DEFAULT_DATASET=tickets would."""

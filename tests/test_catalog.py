@@ -22,7 +22,7 @@ from tests.helpers import DAYS, cli, commit
 
 D14, D16, D17 = DAYS
 D18, D19 = date(2026, 4, 18), date(2026, 4, 19)
-pytestmark = pytest.mark.flow
+pytestmark = [pytest.mark.flow, pytest.mark.marts]
 
 
 def _query(sql: str) -> list[tuple]:

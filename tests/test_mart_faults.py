@@ -23,7 +23,7 @@ from tests.faults import inject
 from tests.helpers import DAYS, commit
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.flow
+pytestmark = [pytest.mark.flow, pytest.mark.marts]
 BOUNDARIES = [
     "tasks.marts:prepare_gold:after",  # the gold table checked (or re-created), nothing computed
     "tasks.marts:compute:after",  # computed, nothing staged

@@ -22,7 +22,8 @@ from tests.helpers import DAYS
 
 D14, D16, D17 = DAYS
 D18 = date(2026, 4, 18)
-pytestmark = pytest.mark.flow
+pytestmark = [pytest.mark.flow, pytest.mark.marts]
+sqlite_only = pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)  # the logic, not the database
 
 # one mart per kind of window, and one reading another mart
 MODELS = {
@@ -109,6 +110,7 @@ def test_restoring_an_old_snapshot_recomputes_its_marts_from_that_snapshot(facto
     assert _gold(factory_env, "to_date") == gold_before
 
 
+@sqlite_only
 def test_marts_run_after_commits_in_any_order_equal_marts_run_once_at_the_end(factory_env: str, models: Path) -> None:
     for day in (D17, D14, D16):  # each commit makes the later days' window marts stale
         run_partition(dataset="tickets", partition_key=day)
@@ -156,6 +158,7 @@ def test_a_held_partition_holds_its_marts_and_its_release_recomputes_them(factor
     assert set(_state(factory_env).values()) == {"succeeded"}
 
 
+@sqlite_only
 def test_a_failed_rerun_of_a_held_partition_does_not_release_its_marts(factory_env: str, models: Path,
                                                                         sample_dir: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,3 +182,18 @@ def test_a_model_whose_columns_change_recomputes_every_partition_into_the_new_ta
     assert {p for m, p, _ in _runs(factory_env) - before if m == "same_day"} == {"2026-04-14", "2026-04-16", "2026-04-17"}
     assert {str(row[0]) for row in _gold(factory_env, "same_day")} == {d.isoformat() for d in DAYS}
     assert {row[-1] for row in _gold(factory_env, "same_day")} == {1}
+
+
+def test_a_backfill_plans_the_marts_it_makes_stale_and_computes_each_once(factory_env: str, models: Path) -> None:
+    from flows.backfill import backfill_flow
+
+    summary = backfill_flow(dataset="tickets", start=D14, end=D17, mode="execute")
+    plan = json.loads(Path(summary.plan_path).read_text())
+    [entry] = [e for e in plan["entries"] if e["partition_key"] == "2026-04-16"]
+    assert {m["mart"]: (m["from"], m["to"]) for m in entry["stale_marts"]} == {
+        "same_day": ("2026-04-16", "2026-04-16"), "last_good": ("2026-04-16", "2026-04-16"),
+        "two_days": ("2026-04-16", "2026-04-17"), "on_two_days": ("2026-04-16", "2026-04-17"),
+        "to_date": ("2026-04-16", None)}
+    runs = _runs(factory_env)  # once, when the window's partitions are all in: not after each of them
+    assert set(runs.values()) == {1}
+    assert {(m, p) for m, p, _ in runs} == {(m, d.isoformat()) for m in MODELS for d in DAYS}

@@ -65,6 +65,8 @@ JITTERS = [timedelta(0), timedelta(0), timedelta(0), timedelta(seconds=1), timed
 ID_PREFIXES = ["E-", "Z-", "e-"]  # bytewise E < Z < e: ties on updated_at are not broken in creation order
 EXAMPLES = int(os.environ.get("MART_EXAMPLES", "8"))
 
+pytestmark = pytest.mark.marts
+
 
 # --- running partitions and reading the gold tables -------------------------------------------------
 
