@@ -132,11 +132,12 @@ def after_commit(settings: FactorySettings, dataset: str, refresh_summary: bool 
     logger = get_run_logger()
     engine = get_engine(settings.database_url)
     lake = open_lake(settings)
+    graph = MartGraph({}, frozenset(DATASETS))
     try:
-        graph = load_graph(settings)
+        if settings.marts_after_commit:
+            graph = load_graph(settings)
     except InputError as exc:  # the commit stands; the models need fixing before marts can run
         logger.error("marts not refreshed: %s", exc)
-        graph = MartGraph({}, frozenset(DATASETS))
     outcomes: list[MartOutcome] = []
     try:
         if settings.marts_after_commit and graph.downstream_of({dataset}):
