@@ -47,6 +47,7 @@ def _committed(url: str, sample_dir: Path, days: tuple[date, ...] = tuple(DAYS))
     marts_flow()
 
 
+@sqlite_only
 def test_the_catalog_names_every_committed_table_and_mart(factory_env: str) -> None:
     for day in DAYS:  # through partition_flow: its commit regenerates the catalog
         run_partition(dataset="tickets", partition_key=day)

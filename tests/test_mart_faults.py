@@ -25,10 +25,8 @@ from tests.helpers import DAYS, commit
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.flow, pytest.mark.marts]
 BOUNDARIES = [
-    "tasks.marts:prepare_gold:after",  # the gold table checked (or re-created), nothing computed
     "tasks.marts:compute:after",  # computed, nothing staged
     "tasks.mart_commit:SnapshotWriter.stage:after",  # snapshot staged, no transaction yet
-    "tasks.mart_commit:ledger.record_snapshot:before",  # inside the transaction: gold rows written, nothing recorded
     "tasks.mart_commit:ledger.record_snapshot:after",  # inside the transaction: rows written, snapshot recorded
     "tasks.marts:settle_lake:before",  # committed, the marker not moved yet
     "tasks.marts:write_mart_evidence:before",  # committed and settled, no evidence yet
