@@ -94,9 +94,14 @@ def sample_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server for every flow test."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # Prefect's flow-run heartbeat thread sleeps in one-second steps and is joined when each flow run ends:
+    # up to a second per flow run, for crash detection no in-process test relies on (the server tests'
+    # worker runs keep theirs)
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
 
 
