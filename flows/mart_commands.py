@@ -47,8 +47,9 @@ def cmd_marts_run(args: argparse.Namespace) -> int:
     from flows.marts import marts_flow
 
     cli._preflight()
-    if not any(p.to_compute or p.held_by for p in _plans(args)):
-        return _nothing_due(args)  # decided from the ledger: no Prefect server is started for it
+    plans = _plans(args)
+    if not any(p.to_compute or p.held_by for p in plans):
+        return _nothing_due(args, plans)  # decided from the ledger: no Prefect server is started for it
     state = marts_flow(dataset=args.dataset, mart=args.mart, start=args.start, end=args.end, return_state=True)
     result = state.result(raise_on_failure=False)
     outcomes: list[dict[str, Any]] = result if isinstance(result, list) else []
@@ -70,17 +71,17 @@ def cmd_marts_run(args: argparse.Namespace) -> int:
     return cli.EXIT_FAILED if bad else cli.EXIT_OK
 
 
-def _nothing_due(args: argparse.Namespace) -> int:
+def _nothing_due(args: argparse.Namespace, plans: list[Any]) -> int:
     """Every partition is fresh (or held as recorded): move markers a crash left behind, regenerate the
     catalog, and say so, without a flow run."""
     from flows import cli
-    from flows.marts import plan_marts, selected
+    from schemas.settings import load_settings
     from tasks.catalog import refresh_catalog
+    from tasks.database import get_engine
     from tasks.marts import repair_markers
 
-    _, graph, engine = _graph_and_engine()
+    engine = get_engine(load_settings().database_url)
     lake = cli._lake()
-    plans = plan_marts(engine, graph, selected(graph, args.dataset, args.mart), args.start, args.end)
     moved = repair_markers(engine, lake, [p for p in plans if p.freshness.value == "fresh"])
     note = refresh_catalog(engine, lake)
     if args.json:

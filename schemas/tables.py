@@ -389,8 +389,10 @@ cursor_event = Table(
     Index("ix_cursor_event_source", "dataset", "source", "id"),
 )
 
-# Marts (tasks/marts.py): each partition of each mart, the upstream snapshots it was computed from, and
-# every computation. A mart's own snapshots live in lake_snapshot/lake_current under the mart's name.
+# Marts (tasks/marts.py): each mart's gold table, each partition of each mart, the upstream snapshots it
+# was computed from, and every computation. A mart's own snapshots live in lake_snapshot/lake_current under
+# the mart's name.
+
 # Each mart's gold table as last created: its grain and columns (name -> DuckDB type). A model whose columns
 # changed re-creates the table once, under the mart's lock; the catalog reads the grains from here.
 mart_table = Table(
